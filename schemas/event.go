@@ -1,0 +1,46 @@
+package schemas
+
+import "time"
+
+// Event is one decoded event of a feature set: its entity key, its event
+// time and its field values in the order of FeatureSet.Fields (the key and
+// the event time are among them too). Batch rows and streaming messages
+// decode to the same Event.
+type Event struct {
+	Key    string  // entity key; int64 keys in decimal
+	Time   int64   // event time, Unix microseconds
+	Values []Value // one per declared field, in file order
+}
+
+// EventTime returns the event time as a time.Time in UTC.
+func (e Event) EventTime() time.Time { return time.UnixMicro(e.Time).UTC() }
+
+// TileStart returns the start of the tile of size tile that contains the
+// instant t (Unix microseconds): t rounded down to a multiple of tile since
+// the Unix epoch.
+func TileStart(t int64, tile time.Duration) int64 {
+	size := tile.Microseconds()
+	s := t - t%size
+	if t < 0 && t%size != 0 {
+		s -= size
+	}
+	return s
+}
+
+// WindowTiles returns the first and last tile starts (Unix microseconds,
+// inclusive) that a read of f at instant at covers. This is Tandem's window
+// semantics: a read at `at` sees the Window/Tile tiles that end with the tile
+// containing `at`, that is the events with event time in
+//
+//	[TileStart(at) + Tile - Window, TileStart(at) + Tile)
+//
+// For a read at "now" this is the last Window of events, with its oldest edge
+// rounded up to a tile boundary (so between Window-Tile and Window of
+// history). For a read at a past instant, events later than `at` but in the
+// same tile are included; align `at` to a tile boundary minus one microsecond
+// to exclude them.
+func (f Feature) WindowTiles(at time.Time) (first, last int64) {
+	last = TileStart(at.UnixMicro(), f.Tile)
+	first = last + f.Tile.Microseconds() - f.Window.Microseconds()
+	return first, last
+}

@@ -1,0 +1,221 @@
+package schemas
+
+import (
+	"fmt"
+	"time"
+)
+
+// FeatureSet is one loaded and validated feature-set definition.
+// Load and Parse are the only constructors; a FeatureSet is read-only after.
+type FeatureSet struct {
+	Name            string        `json:"name"`
+	Entity          Entity        `json:"entity"`
+	EventTime       string        `json:"event_time"`
+	Fields          []Field       `json:"fields"` // in file order
+	Sources         Sources       `json:"sources"`
+	AllowedLateness time.Duration `json:"-"`
+	// Retention is how long tiles are kept (the GC max age of the data
+	// families): YAML key retention, default MaxWindow + DefaultRetentionSlack.
+	Retention time.Duration `json:"-"`
+	Features        []Feature     `json:"features"` // in file order
+
+	// File is the path the definition was loaded from ("" if parsed from bytes).
+	File string `json:"-"`
+
+	fieldIndex   map[string]int
+	featureIndex map[string]int
+}
+
+// Entity names the entity a feature set describes and the event field that
+// holds its key.
+type Entity struct {
+	Name string `json:"name"`
+	Key  string `json:"key"`
+}
+
+// Field is one declared event field.
+type Field struct {
+	Name string `json:"name"`
+	Type Type   `json:"type"`
+}
+
+// Sources are where the pipelines read events from by default.
+type Sources struct {
+	Batch  BatchSource  `json:"batch"`
+	Stream StreamSource `json:"stream"`
+}
+
+// BatchSource is exactly one of a BigQuery table, a BigQuery query, or a file glob.
+type BatchSource struct {
+	BigQueryTable string `json:"bigquery_table,omitempty"`
+	BigQueryQuery string `json:"bigquery_query,omitempty"`
+	Files         string `json:"files,omitempty"` // glob, relative paths resolved against the definition's directory
+}
+
+// StreamSource is the Pub/Sub subscription the streaming pipeline reads.
+type StreamSource struct {
+	Subscription string `json:"pubsub_subscription,omitempty"`
+}
+
+// Feature is one feature: Op over Field in a sliding Window, stored as tiles
+// of size Tile.
+type Feature struct {
+	Name   string        `json:"name"`
+	Op     Op            `json:"op"`
+	Field  string        `json:"field,omitempty"` // "" for count
+	Window time.Duration `json:"-"`
+	Tile   time.Duration `json:"-"`
+
+	// Index is the feature's position in FeatureSet.Features.
+	Index int `json:"-"`
+	// FieldIndex is the position of Field in FeatureSet.Fields, -1 for count.
+	FieldIndex int `json:"-"`
+	// FieldType is the declared type of Field (Null for count).
+	FieldType Type `json:"-"`
+}
+
+// Tiles is the number of tiles a read of f touches on each side: Window/Tile.
+func (f Feature) Tiles() int { return int(f.Window / f.Tile) }
+
+// ResultType is the type of the feature's value.
+func (f Feature) ResultType() Type { return f.Op.ResultType(f.FieldType) }
+
+// FieldIndex returns the position of the named field in Fields.
+func (fs *FeatureSet) FieldIndex(name string) (int, bool) {
+	i, ok := fs.fieldIndex[name]
+	return i, ok
+}
+
+// Feature returns the named feature.
+func (fs *FeatureSet) Feature(name string) (Feature, bool) {
+	i, ok := fs.featureIndex[name]
+	if !ok {
+		return Feature{}, false
+	}
+	return fs.Features[i], true
+}
+
+// KeyIndex is the position of the entity key field in Fields.
+func (fs *FeatureSet) KeyIndex() int { return fs.fieldIndex[fs.Entity.Key] }
+
+// TimeIndex is the position of the event-time field in Fields.
+func (fs *FeatureSet) TimeIndex() int { return fs.fieldIndex[fs.EventTime] }
+
+// MaxWindow is the longest window of any feature.
+func (fs *FeatureSet) MaxWindow() time.Duration {
+	var m time.Duration
+	for _, f := range fs.Features {
+		m = max(m, f.Window)
+	}
+	return m
+}
+
+// MaxTile is the largest tile size of any feature.
+func (fs *FeatureSet) MaxTile() time.Duration {
+	var m time.Duration
+	for _, f := range fs.Features {
+		m = max(m, f.Tile)
+	}
+	return m
+}
+
+// MinTile is the smallest tile size of any feature.
+func (fs *FeatureSet) MinTile() time.Duration {
+	m := time.Duration(0)
+	for _, f := range fs.Features {
+		if m == 0 || f.Tile < m {
+			m = f.Tile
+		}
+	}
+	return m
+}
+
+// index builds the lookup maps and the per-feature derived fields. It is
+// called by the loader after validation and by NewFeatureSet.
+func (fs *FeatureSet) index() {
+	fs.fieldIndex = make(map[string]int, len(fs.Fields))
+	for i, f := range fs.Fields {
+		fs.fieldIndex[f.Name] = i
+	}
+	fs.featureIndex = make(map[string]int, len(fs.Features))
+	for i := range fs.Features {
+		f := &fs.Features[i]
+		f.Index = i
+		f.FieldIndex = -1
+		f.FieldType = Null
+		if j, ok := fs.fieldIndex[f.Field]; ok && f.Field != "" {
+			f.FieldIndex = j
+			f.FieldType = fs.Fields[j].Type
+		}
+		fs.featureIndex[f.Name] = i
+	}
+}
+
+// TileLadder is the set of tile sizes Tandem chooses from, smallest first.
+var TileLadder = []time.Duration{
+	time.Second, 5 * time.Second, 15 * time.Second,
+	time.Minute, 5 * time.Minute, 15 * time.Minute,
+	time.Hour, 3 * time.Hour, 6 * time.Hour, 24 * time.Hour,
+}
+
+// MinTilesPerWindow is how many tiles the default tile size leaves in a window
+// at least, when some size of the ladder allows it: the window's oldest edge
+// is then exact to 1/48 of the window (about 2%).
+const MinTilesPerWindow = 48
+
+// MaxTilesPerWindow bounds the cells one read touches per feature and side.
+// A window that would need more tiles than this is rejected at load.
+const MaxTilesPerWindow = 1000
+
+// DefaultTile returns the tile size Tandem chooses for a window: the largest
+// size of TileLadder that divides the window and leaves at least
+// MinTilesPerWindow tiles in it; if none does, the largest size of the ladder
+// that divides the window. For example 1h → 1m (60 tiles), 24h → 15m (96),
+// 7d → 3h (56), 30d → 6h (120), 10m → 5s (120).
+func DefaultTile(window time.Duration) time.Duration {
+	for i := len(TileLadder) - 1; i >= 0; i-- {
+		if t := TileLadder[i]; window%t == 0 && window/t >= MinTilesPerWindow {
+			return t
+		}
+	}
+	for i := len(TileLadder) - 1; i >= 0; i-- {
+		if t := TileLadder[i]; window%t == 0 {
+			return t
+		}
+	}
+	return 0
+}
+
+// checkTile reports why tile cannot cover window, or nil.
+func checkTile(window, tile time.Duration) error {
+	switch {
+	case tile <= 0:
+		return fmt.Errorf("no tile size divides window %s; use a window that is a whole number of seconds", FormatDuration(window))
+	case tile%time.Second != 0:
+		return fmt.Errorf("tile %s is not a whole number of seconds", FormatDuration(tile))
+	case window%tile != 0:
+		return fmt.Errorf("tile %s does not divide window %s", FormatDuration(tile), FormatDuration(window))
+	case window/tile > MaxTilesPerWindow:
+		return fmt.Errorf("window %s needs %d tiles of %s, more than the %d a read may touch; choose a larger tile or a rounder window",
+			FormatDuration(window), window/tile, FormatDuration(tile), MaxTilesPerWindow)
+	}
+	return nil
+}
+
+// FormatDuration formats d in the definition syntax, using the largest unit
+// of d, h, m, s that divides it ("7d", "90m", "15s").
+func FormatDuration(d time.Duration) string {
+	switch {
+	case d == 0:
+		return "0s"
+	case d%(24*time.Hour) == 0:
+		return fmt.Sprintf("%dd", d/(24*time.Hour))
+	case d%time.Hour == 0:
+		return fmt.Sprintf("%dh", d/time.Hour)
+	case d%time.Minute == 0:
+		return fmt.Sprintf("%dm", d/time.Minute)
+	case d%time.Second == 0:
+		return fmt.Sprintf("%ds", d/time.Second)
+	}
+	return d.String()
+}

@@ -1,0 +1,61 @@
+package schemas
+
+import (
+	"strings"
+	"time"
+)
+
+// The Bigtable layout, defined once here and used by every writer and the
+// reader.
+//
+// One table holds the data of any number of feature sets:
+//
+//	row key     <feature set>#<entity key>     e.g. card_activity#c_1001
+//	family      batch   cells written only by the batch pipeline
+//	family      stream  cells written only by the streaming pipeline
+//	qualifier   <feature>@<tile size>          e.g. txn_count_1h@1m
+//	timestamp   tile start (Unix microseconds, a multiple of the tile size)
+//	value       the tile's partial aggregate in the versioned encoding of
+//	            package transforms/aggregate
+//
+// One cell per tile: writing the same tile again overwrites the same cell, so
+// writes are idempotent and retried or repeated firings are safe. Rows stay
+// bounded because both data families carry a max-age GC policy of the feature
+// set's Retention (longest window plus slack); readers filter by timestamp
+// anyway, since GC is lazy.
+//
+// The row named after the feature set itself (no '#') holds its metadata in
+// family meta:
+//
+//	meta:batch_watermark     RFC 3339 time T_b, written last by a batch run
+//	meta:stream_latest_tile  RFC 3339 start of the newest tile the streaming
+//	                         pipeline has written
+const (
+	FamilyBatch  = "batch"
+	FamilyStream = "stream"
+	FamilyMeta   = "meta"
+
+	QualifierBatchWatermark   = "batch_watermark"
+	QualifierStreamLatestTile = "stream_latest_tile"
+)
+
+// DefaultRetentionSlack is added to the longest window to make the default
+// retention of a feature set.
+const DefaultRetentionSlack = 24 * time.Hour
+
+// RowKey is the Bigtable row key of an entity of a feature set.
+func RowKey(set, entity string) string { return set + "#" + entity }
+
+// MetaRowKey is the Bigtable row key of a feature set's metadata row.
+func MetaRowKey(set string) string { return set }
+
+// SplitRowKey splits a row key into feature set and entity key; ok is false
+// for a metadata row or a key of another layout.
+func SplitRowKey(key string) (set, entity string, ok bool) {
+	set, entity, ok = strings.Cut(key, "#")
+	return set, entity, ok && entity != ""
+}
+
+// Qualifier is the column qualifier of a feature's tiles: its name and tile
+// size, so a definition whose tile size changes never mixes old and new cells.
+func (f Feature) Qualifier() string { return f.Name + "@" + FormatDuration(f.Tile) }
