@@ -17,11 +17,14 @@ type FeatureSet struct {
 	// Retention is how long tiles are kept (the GC max age of the data
 	// families): YAML key retention, default MaxWindow + DefaultRetentionSlack.
 	Retention time.Duration `json:"-"`
-	Features        []Feature     `json:"features"` // in file order
+	Features  []Feature     `json:"features"` // in file order
 
 	// File is the path the definition was loaded from ("" if parsed from bytes).
 	File string `json:"-"`
 
+	nameLine     int // line of the name in File, for LoadAll's duplicate check
+	keyIdx       int // KeyIndex
+	timeIdx      int // TimeIndex
 	fieldIndex   map[string]int
 	featureIndex map[string]int
 }
@@ -130,13 +133,15 @@ func (fs *FeatureSet) MinTile() time.Duration {
 	return m
 }
 
-// index builds the lookup maps and the per-feature derived fields. It is
-// called by the loader after validation and by NewFeatureSet.
+// index builds the lookup maps and the per-feature derived fields. The
+// loader calls it after validation.
 func (fs *FeatureSet) index() {
 	fs.fieldIndex = make(map[string]int, len(fs.Fields))
 	for i, f := range fs.Fields {
 		fs.fieldIndex[f.Name] = i
 	}
+	fs.keyIdx = fs.fieldIndex[fs.Entity.Key]
+	fs.timeIdx = fs.fieldIndex[fs.EventTime]
 	fs.featureIndex = make(map[string]int, len(fs.Features))
 	for i := range fs.Features {
 		f := &fs.Features[i]

@@ -9,22 +9,110 @@
 // as merging the partials of any split of them: that is what makes batch,
 // stream and serving agree.
 //
-// Encodings are stable and versioned: byte 0 is the format version, byte 1
-// the op, the rest the op's payload. Decode rejects anything else with an
-// error, never a panic.
+// # Algebra
+//
+// For every op the partials form a commutative monoid: New returns the
+// identity (the partial of no events), Merge is the monoid operation, and
+// p.Add(v, t) equals merging the partial of the single event (v, t) into p.
+// Results are exact and independent of the order of adds and merges, with one
+// exception: the floating-point ops (sum over float64, mean, stddev) round,
+// so two orders agree to about 1e-9 relative rather than bit for bit. sum and
+// mean use Neumaier's compensated summation, whose error is at most about
+// 2ε|S| + nε²Σ|xᵢ| (ε = 2^-53) whatever the merge tree: a few ulps of the
+// exact sum S unless the n terms cancel almost exactly. stddev uses Welford's
+// update and Chan et al.'s parallel merge, which stay accurate even when the
+// spread of the values is small next to their mean.
+//
+// Partials are not safe for concurrent use, Result included: Result and
+// AppendBinary of approx_count_distinct compact the sketch in place.
+//
+// # Ops
+//
+// Every op but count skips null values, and values whose type is not the
+// field type (the pipelines validate events before they reach Add, so such a
+// value is a caller bug, skipped rather than allowed to corrupt the state).
+//
+//   - count: the number of events, nulls included. Int64; 0 over no events.
+//   - sum over int64: the exact int64 sum, wrapping modulo 2^64 on overflow
+//     (wrapping keeps merge associative). Int64; 0 over no values.
+//   - sum over float64: the compensated sum, within a few ulps of the exact
+//     sum of the values (±Inf or NaN if a value is, or if the sum
+//     overflows). Float64; 0 over no values.
+//   - min, max over int64, float64, timestamp and string (strings compare
+//     bytewise, that is lexicographically in UTF-8). The field type; no value
+//     over no values. Over float64, NaN wins over any number in both min and
+//     max, and -0 is smaller than +0, so the result never depends on order.
+//   - mean over int64 or float64: the compensated sum over the count of
+//     non-null values. Float64; no value over no values.
+//   - last over any type: the value with the latest event time. Values with
+//     equal event times are ordered by a total order on values (numbers
+//     numerically, -0 before +0 and NaNs beyond ±Inf by their sign; false
+//     before true; strings bytewise) and the larger wins, so ties do not
+//     depend on arrival order.
+//     The field type; no value over no values.
+//   - approx_count_distinct over any type: a HyperLogLog++ estimate of the
+//     number of distinct values (github.com/axiomhq/hyperloglog, precision
+//     14, sparse representation while small). Its standard error is about
+//     1.04/sqrt(2^14) ≈ 0.81%, so about 95% of estimates are within 1.6% and
+//     practically all within 3%; small cardinalities (up to a few thousand)
+//     are counted almost exactly by the sparse representation. A value is
+//     hashed as its type byte followed by its canonical bytes (little-endian
+//     int64 for int64, timestamp and bool; the IEEE 754 bits for float64,
+//     with -0 read as +0 and every NaN as one NaN; the UTF-8 bytes for
+//     string). Merge is the exact union of sketches. Int64; 0 over no values.
+//   - stddev over int64 or float64: the population standard deviation
+//     sqrt(M2/n). Float64; no value over no values.
+//
+// # Encoding
+//
+// Encodings are stable and versioned:
+//
+//	byte 0   format version, currently 1
+//	byte 1   op tag: 1 count, 2 sum, 3 min, 4 max, 5 mean, 6 last,
+//	         7 approx_count_distinct, 8 stddev
+//	byte 2   field type, a schemas.Type: 0 null (count, always), 1 string,
+//	         2 int64, 3 float64, 4 bool, 5 timestamp
+//	byte 3-  the op's payload, below
+//
+// In the payloads, uvarint and varint are encoding/binary's unsigned and
+// zig-zag varints, minimally encoded; f64 is an IEEE 754 float64 in 8 bytes,
+// little-endian; opt is one byte, 0 (no value, nothing follows) or 1 (a value
+// follows); a value is a varint for int64 and timestamp (Unix microseconds),
+// one byte 0 or 1 for bool, an f64 for float64, and a uvarint length and the
+// bytes for string.
+//
+//	count                   uvarint n
+//	sum                     int64: varint sum; float64: f64 sum, f64 compensation
+//	min, max                opt, value
+//	mean                    uvarint n; if n > 0: f64 sum, f64 compensation
+//	last                    opt, varint event time, value
+//	approx_count_distinct   nothing when no value was added, else the sketch in
+//	                        axiomhq/hyperloglog's format version 2, precision 14
+//	stddev                  uvarint n; if n > 0: f64 mean, f64 M2
+//
+// The encoding of a state is deterministic, and Encode(Decode(b)) == b for
+// every b that Encode wrote. Decode rejects anything else, including trailing
+// bytes and non-minimal varints, with an error wrapping ErrCorrupt, or
+// ErrVersion for an unknown version byte; it never panics. Any incompatible
+// change to the layout above takes a new version byte, and op tags and type
+// numbers are never reused; readers are deployed before writers of a new
+// version.
 package aggregate
 
 import (
 	"errors"
+	"fmt"
+	"reflect"
 
 	"github.com/tandem-fp/tandem/schemas"
 )
 
-// Errors returned by Decode and Merge.
+// Errors returned by Decode, Merge and New.
 var (
-	ErrCorrupt  = errors.New("aggregate: corrupt encoding")
-	ErrVersion  = errors.New("aggregate: unknown encoding version")
-	ErrMismatch = errors.New("aggregate: op or type mismatch")
+	ErrCorrupt     = errors.New("aggregate: corrupt encoding")
+	ErrVersion     = errors.New("aggregate: unknown encoding version")
+	ErrMismatch    = errors.New("aggregate: op or type mismatch")
+	ErrUnsupported = errors.New("aggregate: unsupported op or field type")
 )
 
 // Partial is a partial aggregate of one feature.
@@ -46,4 +134,108 @@ type Partial interface {
 	AppendBinary(b []byte) ([]byte, error)
 	// Clone returns an independent copy.
 	Clone() Partial
+}
+
+// partial is what every implementation provides beyond Partial.
+type partial interface {
+	Partial
+	// fieldType is the type of the aggregated field, Null for count.
+	fieldType() schemas.Type
+	// decodePayload reads the op's payload from d into the receiver, which
+	// is empty (as New returned it).
+	decodePayload(d *decoder)
+}
+
+// New returns the empty partial aggregate of op over a field of type t. t is
+// ignored by count (whose partials all have field type Null); the other ops
+// need a type that op.Accepts, else New returns an error wrapping
+// ErrUnsupported.
+func New(op schemas.Op, t schemas.Type) (Partial, error) {
+	p, err := newPartial(op, t)
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func newPartial(op schemas.Op, t schemas.Type) (partial, error) {
+	if op == schemas.OpCount {
+		return new(countPartial), nil
+	}
+	if !declarable(t) || !op.Accepts(t) {
+		return nil, fmt.Errorf("new %s partial over a %s field: %w", op, t, ErrUnsupported)
+	}
+	switch op {
+	case schemas.OpSum:
+		if t == schemas.Int64 {
+			return new(sumInt), nil
+		}
+		return new(sumFloat), nil
+	case schemas.OpMin, schemas.OpMax:
+		isMax := op == schemas.OpMax
+		switch t {
+		case schemas.Float64:
+			return &extremeFloat{max: isMax}, nil
+		case schemas.String:
+			return &extremeString{max: isMax}, nil
+		default: // Int64, Timestamp
+			return &extremeInt{typ: t, max: isMax}, nil
+		}
+	case schemas.OpMean:
+		return &meanPartial{typ: t}, nil
+	case schemas.OpLast:
+		return &lastPartial{typ: t}, nil
+	case schemas.OpApproxCountDistinct:
+		return &distinctPartial{typ: t}, nil
+	case schemas.OpStddev:
+		return &stddevPartial{typ: t}, nil
+	}
+	return nil, fmt.Errorf("new %s partial: unknown op: %w", op, ErrUnsupported)
+}
+
+// For returns the empty partial aggregate of feature f. f must be valid (as
+// schemas' loader guarantees): For panics if f's op does not accept its
+// field type.
+func For(f schemas.Feature) Partial {
+	p, err := New(f.Op, f.FieldType)
+	if err != nil {
+		panic(fmt.Sprintf("aggregate.For(feature %q): %v", f.Name, err))
+	}
+	return p
+}
+
+// Encode returns the versioned encoding of p.
+func Encode(p Partial) ([]byte, error) {
+	return p.AppendBinary(make([]byte, 0, 32))
+}
+
+// declarable reports whether t is a type a field may have.
+func declarable(t schemas.Type) bool {
+	return t >= schemas.String && t <= schemas.Timestamp
+}
+
+// mismatch returns the error of merging other into p.
+func mismatch(p partial, other Partial) error {
+	what := fmt.Sprintf("%T", other)
+	if o, ok := other.(partial); ok && !isNil(o) {
+		what = kind(o.Op(), o.fieldType())
+	}
+	return fmt.Errorf("merge %s into %s: %w", what, kind(p.Op(), p.fieldType()), ErrMismatch)
+}
+
+// isNil reports whether p is nil or holds a nil pointer.
+func isNil(p Partial) bool {
+	if p == nil {
+		return true
+	}
+	v := reflect.ValueOf(p)
+	return v.Kind() == reflect.Pointer && v.IsNil()
+}
+
+// kind names an op over a field type for messages: "count", "sum(float64)".
+func kind(op schemas.Op, t schemas.Type) string {
+	if op == schemas.OpCount {
+		return string(op)
+	}
+	return fmt.Sprintf("%s(%s)", op, t)
 }

@@ -1,0 +1,231 @@
+// Package bigtablestore connects to the Bigtable table that holds Tandem's
+// tiles (real Bigtable, Google's emulator or the in-process bttest emulator),
+// creates or verifies it with the column families and GC policies of the
+// layout in package schemas, and reads and writes the per-feature-set
+// metadata (the batch watermark, the newest stream tile). It does not import
+// Beam; the pipelines' writer and the server both use it.
+package bigtablestore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"cloud.google.com/go/bigtable"
+	"cloud.google.com/go/bigtable/bttest"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/tandem-fp/tandem/schemas"
+)
+
+// Config names a Bigtable table and how to reach it.
+type Config struct {
+	Project  string `json:"project"`
+	Instance string `json:"instance"`
+	Table    string `json:"table"`
+	// Endpoint, when set, is a host:port of an emulator reached without TLS
+	// or credentials. When empty the client library honours
+	// BIGTABLE_EMULATOR_HOST, and otherwise dials real Bigtable with
+	// Application Default Credentials.
+	Endpoint string `json:"endpoint,omitempty"`
+}
+
+// Defaults used by every Tandem command for local runs.
+const (
+	DefaultProject  = "tandem-local"
+	DefaultInstance = "tandem"
+	DefaultTable    = "features"
+)
+
+// ErrConfig reports an incomplete Config.
+var ErrConfig = errors.New("bigtablestore: incomplete config")
+
+// Validate reports a missing project, instance or table.
+func (c Config) Validate() error {
+	switch {
+	case c.Project == "":
+		return fmt.Errorf("%w: bigtable project is empty", ErrConfig)
+	case c.Instance == "":
+		return fmt.Errorf("%w: bigtable instance is empty", ErrConfig)
+	case c.Table == "":
+		return fmt.Errorf("%w: bigtable table is empty", ErrConfig)
+	}
+	return nil
+}
+
+// Emulated reports whether c talks to an emulator (Endpoint or
+// BIGTABLE_EMULATOR_HOST).
+func (c Config) Emulated() bool { return c.Endpoint != "" || os.Getenv("BIGTABLE_EMULATOR_HOST") != "" }
+
+// String describes where c points, for logs.
+func (c Config) String() string {
+	where := "Bigtable"
+	switch {
+	case c.Endpoint != "":
+		where = "emulator at " + c.Endpoint
+	case os.Getenv("BIGTABLE_EMULATOR_HOST") != "":
+		where = "emulator at " + os.Getenv("BIGTABLE_EMULATOR_HOST")
+	}
+	return fmt.Sprintf("projects/%s/instances/%s/tables/%s (%s)", c.Project, c.Instance, c.Table, where)
+}
+
+func (c Config) options() []option.ClientOption {
+	if c.Endpoint == "" {
+		return nil
+	}
+	return []option.ClientOption{
+		option.WithEndpoint(c.Endpoint),
+		option.WithoutAuthentication(),
+		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())),
+	}
+}
+
+// NewClient opens a data client. Close it when done.
+func (c Config) NewClient(ctx context.Context) (*bigtable.Client, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	cfg := bigtable.ClientConfig{}
+	if c.Emulated() {
+		cfg.MetricsProvider = bigtable.NoopMetricsProvider{}
+	}
+	cl, err := bigtable.NewClientWithConfig(ctx, c.Project, c.Instance, cfg, c.options()...)
+	if err != nil {
+		return nil, fmt.Errorf("bigtable client for %s: %w", c, err)
+	}
+	return cl, nil
+}
+
+// NewAdminClient opens an admin client. Close it when done.
+func (c Config) NewAdminClient(ctx context.Context) (*bigtable.AdminClient, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	ac, err := bigtable.NewAdminClient(ctx, c.Project, c.Instance, c.options()...)
+	if err != nil {
+		return nil, fmt.Errorf("bigtable admin client for %s: %w", c, err)
+	}
+	return ac, nil
+}
+
+// StartEmulator starts the in-process Bigtable emulator (bttest) on a free
+// loopback port and returns it with a Config that points at it. Stop it with
+// Close.
+func StartEmulator() (*bttest.Server, Config, error) {
+	srv, err := bttest.NewServer("127.0.0.1:0")
+	if err != nil {
+		return nil, Config{}, fmt.Errorf("start bigtable emulator: %w", err)
+	}
+	return srv, Config{Project: DefaultProject, Instance: DefaultInstance, Table: DefaultTable, Endpoint: srv.Addr}, nil
+}
+
+// Retention returns the GC max age of the data families for the given
+// feature sets sharing one table: the longest retention among them.
+func Retention(sets []*schemas.FeatureSet) time.Duration {
+	var r time.Duration
+	for _, s := range sets {
+		r = max(r, s.Retention, s.MaxWindow()+schemas.DefaultRetentionSlack)
+	}
+	return r
+}
+
+// EnsureTable creates the table if it does not exist, creates any missing
+// column family, and sets the GC policies: max age Retention(sets) on the
+// batch and stream families, one version on the meta family. It is
+// idempotent and returns what it did, for the caller to log.
+func EnsureTable(ctx context.Context, ac *bigtable.AdminClient, table string, sets []*schemas.FeatureSet) ([]string, error) {
+	var did []string
+	tables, err := ac.Tables(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list tables: %w", err)
+	}
+	exists := false
+	for _, t := range tables {
+		exists = exists || t == table
+	}
+	if !exists {
+		if err := ac.CreateTable(ctx, table); err != nil {
+			return nil, fmt.Errorf("create table %s: %w", table, err)
+		}
+		did = append(did, "created table "+table)
+	}
+	info, err := ac.TableInfo(ctx, table)
+	if err != nil {
+		return nil, fmt.Errorf("describe table %s: %w", table, err)
+	}
+	have := map[string]string{}
+	for _, f := range info.FamilyInfos {
+		have[f.Name] = f.GCPolicy
+	}
+	age := Retention(sets)
+	policies := []struct {
+		family string
+		policy bigtable.GCPolicy
+	}{
+		{schemas.FamilyBatch, bigtable.MaxAgePolicy(age)},
+		{schemas.FamilyStream, bigtable.MaxAgePolicy(age)},
+		{schemas.FamilyMeta, bigtable.MaxVersionsPolicy(1)},
+	}
+	for _, p := range policies {
+		if _, ok := have[p.family]; !ok {
+			if err := ac.CreateColumnFamily(ctx, table, p.family); err != nil {
+				return nil, fmt.Errorf("create column family %s:%s: %w", table, p.family, err)
+			}
+			did = append(did, "created column family "+p.family)
+		}
+		if have[p.family] != p.policy.String() {
+			if err := ac.SetGCPolicy(ctx, table, p.family, p.policy); err != nil {
+				return nil, fmt.Errorf("set GC policy of %s:%s: %w", table, p.family, err)
+			}
+			did = append(did, fmt.Sprintf("set GC policy of %s to %s", p.family, p.policy))
+		}
+	}
+	return did, nil
+}
+
+// ReadMeta reads a feature set's metadata times: the batch watermark and the
+// start of the newest stream tile. A zero time means not written yet.
+func ReadMeta(ctx context.Context, tbl *bigtable.Table, set string) (batchWatermark, streamLatest time.Time, err error) {
+	row, err := tbl.ReadRow(ctx, schemas.MetaRowKey(set), bigtable.RowFilter(bigtable.ChainFilters(
+		bigtable.FamilyFilter(schemas.FamilyMeta), bigtable.LatestNFilter(1))))
+	if err != nil {
+		return time.Time{}, time.Time{}, fmt.Errorf("read metadata of %s: %w", set, err)
+	}
+	for _, it := range row[schemas.FamilyMeta] {
+		t, perr := time.Parse(time.RFC3339Nano, string(it.Value))
+		if perr != nil {
+			return time.Time{}, time.Time{}, fmt.Errorf("read metadata of %s: %s = %q: %w", set, it.Column, it.Value, perr)
+		}
+		switch it.Column {
+		case schemas.FamilyMeta + ":" + schemas.QualifierBatchWatermark:
+			batchWatermark = t
+		case schemas.FamilyMeta + ":" + schemas.QualifierStreamLatestTile:
+			streamLatest = t
+		}
+	}
+	return batchWatermark, streamLatest, nil
+}
+
+// WriteMeta sets one metadata time of a feature set (qualifier
+// schemas.QualifierBatchWatermark or schemas.QualifierStreamLatestTile).
+//
+// The batch watermark's cell is stamped with the time of writing, so the
+// last run's watermark wins. The newest stream tile's cell is stamped with
+// the tile start itself, so that concurrent writers never move it backwards:
+// the cell with the highest timestamp is the one read.
+func WriteMeta(ctx context.Context, tbl *bigtable.Table, set, qualifier string, t time.Time) error {
+	ts := bigtable.Now()
+	if qualifier == schemas.QualifierStreamLatestTile {
+		ts = bigtable.Time(t).TruncateToMilliseconds()
+	}
+	m := bigtable.NewMutation()
+	m.Set(schemas.FamilyMeta, qualifier, ts, []byte(t.UTC().Format(time.RFC3339Nano)))
+	if err := tbl.Apply(ctx, schemas.MetaRowKey(set), m); err != nil {
+		return fmt.Errorf("write %s of %s: %w", qualifier, set, err)
+	}
+	return nil
+}

@@ -1,0 +1,417 @@
+package schemas
+
+import (
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/goccy/go-yaml/ast"
+	yamlparser "github.com/goccy/go-yaml/parser"
+)
+
+// The keys of each mapping of a definition. Keys may be added, never renamed.
+var (
+	topKeys      = []string{"name", "entity", "event_time", "fields", "sources", "allowed_lateness", "retention", "features"}
+	entityKeys   = []string{"name", "key"}
+	sourcesKeys  = []string{"batch", "stream"}
+	batchKeys    = []string{"bigquery", "files"}
+	bigqueryKeys = []string{"table", "query"}
+	streamKeys   = []string{"pubsub"}
+	pubsubKeys   = []string{"subscription"}
+	featureKeys  = []string{"name", "op", "field", "window", "tile"}
+)
+
+var (
+	// project IDs are 6 to 30 characters in Google Cloud; emulators and
+	// fakes accept shorter ones, so only the alphabet is checked, with an
+	// optional domain prefix ("example.com:my-project").
+	projectPattern  = `(?:[a-z][a-z0-9.-]*:)?[a-z][a-z0-9-]{0,62}`
+	bigQueryTableRE = regexp.MustCompile(`^` + projectPattern + `\.[A-Za-z0-9_]+\.[\p{L}\p{M}\p{N}\p{Pc}\p{Pd}\p{Zs}]+$`)
+	subscriptionRE  = regexp.MustCompile(`^projects/` + projectPattern + `/subscriptions/[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}$`)
+)
+
+// isName reports whether s is a valid feature-set, entity or feature name:
+// [a-z][a-z0-9_]*.
+func isName(s string) bool {
+	if s == "" || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// isFieldName reports whether s is a valid event field name:
+// [A-Za-z_][A-Za-z0-9_]*.
+func isFieldName(s string) bool {
+	if s == "" || s[0] >= '0' && s[0] <= '9' {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+const (
+	badNameReason      = "bad name %q (want a lowercase letter, then lowercase letters, digits or _)"
+	badFieldNameReason = "bad field name %q (want a letter or _, then letters, digits or _)"
+)
+
+func opList() string {
+	s := make([]string, len(Ops))
+	for i, op := range Ops {
+		s[i] = string(op)
+	}
+	return strings.Join(s, ", ")
+}
+
+// parse builds the FeatureSet defined by data, or returns nil after
+// recording errors.
+func (p *defParser) parse(data []byte) *FeatureSet {
+	file, err := yamlparser.ParseBytes(data, 0)
+	if err != nil {
+		p.syntaxError(err)
+		return nil
+	}
+	var docs []*ast.DocumentNode
+	for _, d := range file.Docs {
+		if d != nil && d.Body != nil {
+			docs = append(docs, d)
+		}
+	}
+	if len(docs) == 0 {
+		p.errorf(nil, "", "empty definition (want name, entity, event_time, fields and features)")
+		return nil
+	}
+	if len(docs) > 1 {
+		p.errorf(docs[1].Body, "", "a definition file holds one YAML document, found %d", len(docs))
+	}
+	root := docs[0].Body
+	p.collectAnchors(root)
+	top, ok := p.object(root, "", false, topKeys...)
+	if !ok {
+		return nil
+	}
+	fs := &FeatureSet{File: p.file}
+
+	if e, ok := p.required(top, root, "", "name"); ok {
+		fs.nameLine = nodeLine(e.value)
+		if s, ok := p.scalar(e.value, "name"); ok {
+			if !isName(s) {
+				p.errorf(e.value, "name", badNameReason, s)
+			}
+			fs.Name = s
+		}
+	}
+
+	// Fields first: the entity key, the event time and the features refer
+	// to them. A field with a bad type is declared with type Null so that
+	// references to it report nothing more.
+	types := make(map[string]Type)
+	var names []string
+	if e, ok := p.required(top, root, "", "fields"); ok {
+		entries, ok := p.pairs(e.value, "fields", false)
+		for _, f := range entries {
+			path := join("fields", f.key)
+			if !isFieldName(f.key) {
+				p.errorf(f.keyNode, path, badFieldNameReason, f.key)
+			}
+			if _, dup := types[f.key]; dup {
+				p.errorf(f.keyNode, path, "field declared twice")
+				continue
+			}
+			t := Null
+			if s, ok := p.scalar(f.value, path); ok {
+				if t2, ok := ParseType(s); ok {
+					t = t2
+				} else {
+					p.errorf(f.value, path, "unknown type %q (want one of string, int64, float64, bool, timestamp)", s)
+				}
+			}
+			types[f.key] = t
+			names = append(names, f.key)
+			fs.Fields = append(fs.Fields, Field{Name: f.key, Type: t})
+		}
+		if ok && len(entries) == 0 {
+			p.errorf(e.value, "fields", "declare at least one field")
+		}
+	}
+	// ref checks that a field named at node n (path field) is declared; it
+	// returns its type, or ok false after reporting.
+	ref := func(n ast.Node, field, name string) (Type, bool) {
+		t, ok := types[name]
+		if !ok {
+			hint := ""
+			if s := suggest(name, names); s != "" {
+				hint = fmt.Sprintf(" (did you mean %s?)", s)
+			}
+			p.errorf(n, field, "field %q is not declared in fields%s", name, hint)
+			return Null, false
+		}
+		return t, t != Null
+	}
+
+	if e, ok := p.required(top, root, "", "entity"); ok {
+		if m, ok := p.object(e.value, "entity", false, entityKeys...); ok {
+			if n, ok := p.required(m, e.value, "entity", "name"); ok {
+				if s, ok := p.scalar(n.value, "entity.name"); ok {
+					if !isName(s) {
+						p.errorf(n.value, "entity.name", badNameReason, s)
+					}
+					fs.Entity.Name = s
+				}
+			}
+			if k, ok := p.required(m, e.value, "entity", "key"); ok {
+				if s, ok := p.scalar(k.value, "entity.key"); ok {
+					fs.Entity.Key = s
+					if t, ok := ref(k.value, "entity.key", s); ok && t != String && t != Int64 {
+						p.errorf(k.value, "entity.key", "field %q has type %s; an entity key must be string or int64", s, t)
+					}
+				}
+			}
+		}
+	}
+
+	if e, ok := p.required(top, root, "", "event_time"); ok {
+		if s, ok := p.scalar(e.value, "event_time"); ok {
+			fs.EventTime = s
+			if t, ok := ref(e.value, "event_time", s); ok && t != Timestamp {
+				p.errorf(e.value, "event_time", "field %q has type %s; the event time must be a timestamp", s, t)
+			}
+		}
+	}
+
+	if e, ok := top["sources"]; ok {
+		if m, ok := p.object(e.value, "sources", true, sourcesKeys...); ok {
+			if b, ok := m["batch"]; ok {
+				p.batchSource(&fs.Sources.Batch, b.value)
+			}
+			if s, ok := m["stream"]; ok {
+				p.streamSource(&fs.Sources.Stream, s.value)
+			}
+		}
+	}
+
+	if e, ok := top["allowed_lateness"]; ok {
+		if d, ok := p.duration(e.value, "allowed_lateness", false); ok {
+			fs.AllowedLateness = d
+		}
+	}
+
+	var longest *Feature
+	if e, ok := p.required(top, root, "", "features"); ok {
+		items, ok := p.sequence(e.value, "features")
+		if ok && len(items) == 0 {
+			p.errorf(e.value, "features", "define at least one feature")
+		}
+		firstLine := make(map[string]int)
+		for i, item := range items {
+			f, ok := p.feature(item, fmt.Sprintf("features[%d]", i), ref, firstLine)
+			if !ok {
+				continue
+			}
+			fs.Features = append(fs.Features, f)
+			if longest == nil || f.Window > longest.Window {
+				longest = &fs.Features[len(fs.Features)-1]
+			}
+		}
+	}
+	var maxWindow time.Duration
+	if longest != nil {
+		maxWindow = longest.Window
+	}
+
+	fs.Retention = maxWindow + DefaultRetentionSlack
+	if e, ok := top["retention"]; ok {
+		if d, ok := p.duration(e.value, "retention", true); ok {
+			fs.Retention = d
+			if d < maxWindow {
+				p.errorf(e.value, "retention", "%s is shorter than the longest window, %s of feature %q",
+					FormatDuration(d), FormatDuration(maxWindow), longest.Name)
+			}
+		}
+	}
+	return fs
+}
+
+// feature parses the feature at n (path field). firstLine maps the feature
+// names seen so far to their lines.
+func (p *defParser) feature(n ast.Node, field string, ref func(ast.Node, string, string) (Type, bool), firstLine map[string]int) (Feature, bool) {
+	m, ok := p.object(n, field, false, featureKeys...)
+	if !ok {
+		return Feature{}, false
+	}
+	var f Feature
+	if e, ok := p.required(m, n, field, "name"); ok {
+		path := field + ".name"
+		if s, ok := p.scalar(e.value, path); ok {
+			f.Name = s
+			if !isName(s) {
+				p.errorf(e.value, path, badNameReason, s)
+			} else if line, dup := firstLine[s]; dup {
+				p.errorf(e.value, path, "duplicate feature name %q (first defined at line %d)", s, line)
+			} else {
+				firstLine[s] = nodeLine(e.value)
+			}
+		}
+	}
+
+	opOK := false
+	if e, ok := p.required(m, n, field, "op"); ok {
+		if s, ok := p.scalar(e.value, field+".op"); ok {
+			f.Op = Op(s)
+			if opOK = f.Op.Known(); !opOK {
+				p.errorf(e.value, field+".op", "unknown op %q (want one of %s)", s, opList())
+			}
+		}
+	}
+
+	fe, hasField := m["field"]
+	switch path := field + ".field"; {
+	case opOK && !f.Op.NeedsField() && hasField:
+		p.errorf(fe.value, path, "%s takes no field", f.Op)
+	case opOK && f.Op.NeedsField() && !hasField:
+		p.errorf(n, path, "required key is missing: %s needs a field", f.Op)
+	case hasField:
+		if s, ok := p.scalar(fe.value, path); ok {
+			f.Field = s
+			if t, ok := ref(fe.value, path, s); ok && opOK && !f.Op.Accepts(t) {
+				p.errorf(fe.value, path, "%s cannot take field %q of type %s", f.Op, s, t)
+			}
+		}
+	}
+
+	windowOK := false
+	if e, ok := p.required(m, n, field, "window"); ok {
+		f.Window, windowOK = p.duration(e.value, field+".window", true)
+	}
+	if e, ok := m["tile"]; ok {
+		if tile, ok := p.duration(e.value, field+".tile", true); ok && windowOK {
+			f.Tile = tile
+			if err := checkTile(f.Window, tile); err != nil {
+				p.errorf(e.value, field+".tile", "%v", err)
+			}
+		}
+	} else if windowOK {
+		f.Tile = DefaultTile(f.Window)
+		if err := checkTile(f.Window, f.Tile); err != nil {
+			p.errorf(m["window"].value, field+".window", "%v", err)
+		}
+	}
+	return f, windowOK
+}
+
+// duration parses the duration at n; positive rejects zero.
+func (p *defParser) duration(n ast.Node, field string, positive bool) (time.Duration, bool) {
+	s, ok := p.scalar(n, field)
+	if !ok {
+		return 0, false
+	}
+	d, err := ParseDuration(s)
+	if err != nil {
+		p.errorf(n, field, "%v", err)
+		return 0, false
+	}
+	if positive && d == 0 {
+		p.errorf(n, field, "must be positive")
+		return 0, false
+	}
+	return d, true
+}
+
+// batchSource parses sources.batch at n into b.
+func (p *defParser) batchSource(b *BatchSource, n ast.Node) {
+	const field = "sources.batch"
+	m, ok := p.object(n, field, false, batchKeys...)
+	if !ok {
+		return
+	}
+	bq, hasBQ := m["bigquery"]
+	files, hasFiles := m["files"]
+	switch {
+	case hasBQ && hasFiles:
+		p.errorf(files.keyNode, field, "give one of bigquery or files, not both")
+	case !hasBQ && !hasFiles && len(m) == 0:
+		p.errorf(n, field, "want bigquery: {table: ...}, bigquery: {query: ...} or files: GLOB")
+	}
+	if hasBQ {
+		const field = "sources.batch.bigquery"
+		bm, ok := p.object(bq.value, field, false, bigqueryKeys...)
+		if ok {
+			table, hasTable := bm["table"]
+			query, hasQuery := bm["query"]
+			switch {
+			case hasTable && hasQuery:
+				p.errorf(query.keyNode, field, "give one of table or query, not both")
+			case !hasTable && !hasQuery:
+				p.errorf(bq.value, field, "want table: PROJECT.DATASET.TABLE or query: SQL")
+			}
+			if hasTable {
+				if s, ok := p.scalar(table.value, field+".table"); ok {
+					b.BigQueryTable = s
+					if !bigQueryTableRE.MatchString(s) {
+						hint := ""
+						if strings.Count(s, ":") == 1 && strings.Count(s, ".") == 1 {
+							hint = fmt.Sprintf("; in standard SQL form that is %q", strings.Replace(s, ":", ".", 1))
+						}
+						p.errorf(table.value, field+".table", "bad table %q (want project.dataset.table)%s", s, hint)
+					}
+				}
+			}
+			if hasQuery {
+				if s, ok := p.scalar(query.value, field+".query"); ok {
+					b.BigQueryQuery = s
+					if strings.TrimSpace(s) == "" {
+						p.errorf(query.value, field+".query", "must not be empty")
+					}
+				}
+			}
+		}
+	}
+	if hasFiles {
+		if s, ok := p.scalar(files.value, field+".files"); ok {
+			if _, err := filepath.Match(s, ""); err != nil {
+				p.errorf(files.value, field+".files", "bad glob %q: %v", s, err)
+			}
+			if p.file != "" && !filepath.IsAbs(s) && !strings.Contains(s, "://") {
+				s = filepath.Join(filepath.Dir(p.file), s)
+			}
+			b.Files = s
+		}
+	}
+}
+
+// streamSource parses sources.stream at n into s.
+func (p *defParser) streamSource(s *StreamSource, n ast.Node) {
+	const field = "sources.stream"
+	m, ok := p.object(n, field, false, streamKeys...)
+	if !ok {
+		return
+	}
+	ps, ok := p.required(m, n, field, "pubsub")
+	if !ok {
+		return
+	}
+	pm, ok := p.object(ps.value, field+".pubsub", false, pubsubKeys...)
+	if !ok {
+		return
+	}
+	sub, ok := p.required(pm, ps.value, field+".pubsub", "subscription")
+	if !ok {
+		return
+	}
+	if v, ok := p.scalar(sub.value, field+".pubsub.subscription"); ok {
+		s.Subscription = v
+		if !subscriptionRE.MatchString(v) {
+			p.errorf(sub.value, field+".pubsub.subscription", "bad subscription %q (want projects/PROJECT/subscriptions/NAME)", v)
+		}
+	}
+}

@@ -1,0 +1,119 @@
+package schemas
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// featureSetJSON is the JSON form of a FeatureSet: durations in definition
+// syntax ("1h", "7d"), fields as an ordered list. It is what the serving API
+// returns and how pipelines ship a definition to their workers.
+type featureSetJSON struct {
+	Name            string        `json:"name"`
+	Entity          Entity        `json:"entity"`
+	EventTime       string        `json:"event_time"`
+	Fields          []fieldJSON   `json:"fields"`
+	Sources         Sources       `json:"sources"`
+	AllowedLateness string        `json:"allowed_lateness"`
+	Retention       string        `json:"retention"`
+	Features        []featureJSON `json:"features"`
+	File            string        `json:"file,omitempty"`
+}
+
+type fieldJSON struct {
+	Name string `json:"name"`
+	Type string `json:"type"`
+}
+
+type featureJSON struct {
+	Name       string `json:"name"`
+	Op         Op     `json:"op"`
+	Field      string `json:"field,omitempty"`
+	Window     string `json:"window"`
+	Tile       string `json:"tile"`
+	Qualifier  string `json:"qualifier"`
+	ResultType string `json:"result_type"`
+}
+
+// MarshalJSON encodes fs with durations in definition syntax.
+func (fs *FeatureSet) MarshalJSON() ([]byte, error) {
+	j := featureSetJSON{
+		Name: fs.Name, Entity: fs.Entity, EventTime: fs.EventTime, Sources: fs.Sources,
+		AllowedLateness: FormatDuration(fs.AllowedLateness), Retention: FormatDuration(fs.Retention), File: fs.File,
+	}
+	for _, f := range fs.Fields {
+		j.Fields = append(j.Fields, fieldJSON{Name: f.Name, Type: f.Type.String()})
+	}
+	for _, f := range fs.Features {
+		j.Features = append(j.Features, featureJSON{
+			Name: f.Name, Op: f.Op, Field: f.Field,
+			Window: FormatDuration(f.Window), Tile: FormatDuration(f.Tile),
+			Qualifier: f.Qualifier(), ResultType: f.ResultType().String(),
+		})
+	}
+	return json.Marshal(j)
+}
+
+// UnmarshalJSON decodes what MarshalJSON produced (a definition that was
+// validated when it was loaded) and rebuilds the lookup indexes. It checks
+// types, durations and references, not the full set of load-time rules.
+func (fs *FeatureSet) UnmarshalJSON(data []byte) error {
+	var j featureSetJSON
+	if err := json.Unmarshal(data, &j); err != nil {
+		return fmt.Errorf("schemas: decode feature set JSON: %w", err)
+	}
+	out := FeatureSet{Name: j.Name, Entity: j.Entity, EventTime: j.EventTime, Sources: j.Sources, File: j.File}
+	var err error
+	if out.AllowedLateness, err = parseDurationJSON(j.AllowedLateness); err != nil {
+		return fmt.Errorf("schemas: feature set %q: allowed_lateness: %w", j.Name, err)
+	}
+	if out.Retention, err = parseDurationJSON(j.Retention); err != nil {
+		return fmt.Errorf("schemas: feature set %q: retention: %w", j.Name, err)
+	}
+	for _, f := range j.Fields {
+		t, ok := ParseType(f.Type)
+		if !ok {
+			return fmt.Errorf("schemas: feature set %q: field %q: unknown type %q", j.Name, f.Name, f.Type)
+		}
+		out.Fields = append(out.Fields, Field{Name: f.Name, Type: t})
+	}
+	for _, f := range j.Features {
+		ft := Feature{Name: f.Name, Op: f.Op, Field: f.Field}
+		if ft.Window, err = parseDurationJSON(f.Window); err != nil {
+			return fmt.Errorf("schemas: feature %s.%s: window: %w", j.Name, f.Name, err)
+		}
+		if ft.Tile, err = parseDurationJSON(f.Tile); err != nil {
+			return fmt.Errorf("schemas: feature %s.%s: tile: %w", j.Name, f.Name, err)
+		}
+		if err := checkTile(ft.Window, ft.Tile); err != nil {
+			return fmt.Errorf("schemas: feature %s.%s: %w", j.Name, f.Name, err)
+		}
+		out.Features = append(out.Features, ft)
+	}
+	out.index()
+	for _, f := range out.Features {
+		if !f.Op.Known() || (f.Op.NeedsField() && (f.FieldIndex < 0 || !f.Op.Accepts(f.FieldType))) {
+			return fmt.Errorf("schemas: feature %s.%s: op %q cannot take field %q", j.Name, f.Name, f.Op, f.Field)
+		}
+	}
+	if _, ok := out.fieldIndex[out.Entity.Key]; !ok {
+		return fmt.Errorf("schemas: feature set %q: entity key %q is not a field", j.Name, out.Entity.Key)
+	}
+	if _, ok := out.fieldIndex[out.EventTime]; !ok {
+		return fmt.Errorf("schemas: feature set %q: event_time %q is not a field", j.Name, out.EventTime)
+	}
+	*fs = out
+	return nil
+}
+
+// parseDurationJSON parses a duration in definition syntax or Go syntax.
+func parseDurationJSON(s string) (time.Duration, error) {
+	if len(s) > 1 && s[len(s)-1] == 'd' {
+		var n int64
+		if _, err := fmt.Sscanf(s, "%dd", &n); err == nil && n > 0 {
+			return time.Duration(n) * 24 * time.Hour, nil
+		}
+	}
+	return time.ParseDuration(s)
+}

@@ -1,0 +1,246 @@
+// Package bigtablewrite provides Tandem's Bigtable sink: a bulk-writer DoFn
+// that keeps one client per worker, batches mutations of many rows into
+// bounded bulk requests, retries transient per-row failures with backoff and
+// fails the bundle on a permanent one, naming the row. Unlike Beam's
+// bigtableio it never funnels writes through one group key, so it writes
+// from every worker in parallel and works on unbounded, unwindowed input.
+package bigtablewrite
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"cloud.google.com/go/bigtable"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tandem-fp/tandem/schemas/bigtablestore"
+	"github.com/tandem-fp/tandem/transforms"
+)
+
+func init() {
+	register.DoFn3x1[context.Context, transforms.RowMutation, func(int64), error](&writeFn{})
+	register.Emitter1[int64]()
+}
+
+// Defaults for the bulk batches.
+const (
+	DefaultMaxRows  = 1000    // rows per bulk request
+	DefaultMaxBytes = 4 << 20 // value bytes per bulk request
+	DefaultAttempts = 8       // tries of a row with transient failures
+)
+
+// Option tunes Write.
+type Option func(*writeFn)
+
+// MaxRows bounds the rows of one bulk request.
+func MaxRows(n int) Option { return func(fn *writeFn) { fn.MaxRows = n } }
+
+// MaxBytes bounds the value bytes of one bulk request.
+func MaxBytes(n int) Option { return func(fn *writeFn) { fn.MaxBytes = n } }
+
+// Write applies row mutations to the table of cfg in bulk. It returns the
+// number of rows written by each bundle, emitted when the bundle finishes,
+// after its writes are acknowledged by Bigtable: a transform that consumes
+// the combined counts (for example the batch watermark commit) runs only
+// after every write has succeeded.
+//
+//	PCollection<transforms.RowMutation> → PCollection<int64>
+func Write(s beam.Scope, cfg bigtablestore.Config, muts beam.PCollection, opts ...Option) beam.PCollection {
+	s = s.Scope("bigtablewrite.Write")
+	if err := cfg.Validate(); err != nil {
+		panic(fmt.Sprintf("bigtablewrite.Write: %v", err))
+	}
+	fn := &writeFn{Config: cfg, MaxRows: DefaultMaxRows, MaxBytes: DefaultMaxBytes, Attempts: DefaultAttempts}
+	for _, o := range opts {
+		o(fn)
+	}
+	if fn.MaxRows < 1 || fn.MaxBytes < 1 {
+		panic(fmt.Sprintf("bigtablewrite.Write: MaxRows %d and MaxBytes %d must be positive", fn.MaxRows, fn.MaxBytes))
+	}
+	return beam.ParDo(s, fn, muts)
+}
+
+type writeFn struct {
+	Config   bigtablestore.Config `json:"config"`
+	MaxRows  int                  `json:"max_rows"`
+	MaxBytes int                  `json:"max_bytes"`
+	Attempts int                  `json:"attempts"`
+
+	client *bigtable.Client
+	table  *bigtable.Table
+	batch  Batch
+	rows   int64 // rows written in this bundle
+
+	written beam.Counter
+	cells   beam.Counter
+	retries beam.Counter
+}
+
+func (fn *writeFn) Setup(ctx context.Context) error {
+	cl, err := fn.Config.NewClient(ctx)
+	if err != nil {
+		return err
+	}
+	fn.client = cl
+	fn.table = cl.Open(fn.Config.Table)
+	fn.written = beam.NewCounter(transforms.MetricsNamespace, "bigtable_rows_written")
+	fn.cells = beam.NewCounter(transforms.MetricsNamespace, "bigtable_cells_written")
+	fn.retries = beam.NewCounter(transforms.MetricsNamespace, "bigtable_row_retries")
+	return nil
+}
+
+func (fn *writeFn) StartBundle(_ context.Context, _ func(int64)) {
+	fn.batch.Reset()
+	fn.rows = 0
+}
+
+func (fn *writeFn) ProcessElement(ctx context.Context, m transforms.RowMutation, _ func(int64)) error {
+	fn.batch.Add(m)
+	if fn.batch.Rows() >= fn.MaxRows || fn.batch.Bytes() >= fn.MaxBytes {
+		return fn.flush(ctx)
+	}
+	return nil
+}
+
+func (fn *writeFn) FinishBundle(ctx context.Context, emit func(int64)) error {
+	if err := fn.flush(ctx); err != nil {
+		return err
+	}
+	emit(fn.rows)
+	return nil
+}
+
+func (fn *writeFn) Teardown() error {
+	if fn.client == nil {
+		return nil
+	}
+	err := fn.client.Close()
+	fn.client = nil
+	return err
+}
+
+func (fn *writeFn) flush(ctx context.Context) error {
+	if fn.batch.Rows() == 0 {
+		return nil
+	}
+	rows, cells := fn.batch.Rows(), fn.batch.Cells()
+	retried, err := ApplyBulk(ctx, fn.table, &fn.batch, fn.Attempts)
+	fn.retries.Inc(ctx, int64(retried))
+	if err != nil {
+		return err
+	}
+	fn.rows += int64(rows)
+	fn.written.Inc(ctx, int64(rows))
+	fn.cells.Inc(ctx, int64(cells))
+	fn.batch.Reset()
+	return nil
+}
+
+// Batch collects row mutations for one bulk request, merging the cells of
+// mutations to the same row into one entry.
+type Batch struct {
+	keys  []string
+	muts  []*bigtable.Mutation
+	index map[string]int
+	cells int
+	bytes int
+}
+
+// Add adds the cells of m to the batch.
+func (b *Batch) Add(m transforms.RowMutation) {
+	if b.index == nil {
+		b.index = make(map[string]int)
+	}
+	i, ok := b.index[m.RowKey]
+	if !ok {
+		i = len(b.keys)
+		b.index[m.RowKey] = i
+		b.keys = append(b.keys, m.RowKey)
+		b.muts = append(b.muts, bigtable.NewMutation())
+		b.bytes += len(m.RowKey)
+	}
+	for _, c := range m.Cells {
+		b.muts[i].Set(c.Family, c.Qualifier, bigtable.Timestamp(c.Timestamp), c.Value)
+		b.cells++
+		b.bytes += len(c.Qualifier) + len(c.Value) + 16
+	}
+}
+
+// Rows is the number of distinct rows in the batch.
+func (b *Batch) Rows() int { return len(b.keys) }
+
+// Cells is the number of cells in the batch.
+func (b *Batch) Cells() int { return b.cells }
+
+// Bytes estimates the size of the batch.
+func (b *Batch) Bytes() int { return b.bytes }
+
+// Reset empties the batch, keeping its memory.
+func (b *Batch) Reset() {
+	b.keys, b.muts = b.keys[:0], b.muts[:0]
+	clear(b.index)
+	b.cells, b.bytes = 0, 0
+}
+
+// ApplyBulk writes the batch with bulk mutations, retrying rows that fail
+// with a transient error (up to attempts tries, with jittered exponential
+// backoff) and returning the first permanent error with its row key. It
+// returns the number of row retries.
+func ApplyBulk(ctx context.Context, tbl *bigtable.Table, b *Batch, attempts int) (retried int, err error) {
+	keys, muts := b.keys, b.muts
+	backoff := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		errs, rpcErr := tbl.ApplyBulk(ctx, keys, muts)
+		var failedKeys []string
+		var failedMuts []*bigtable.Mutation
+		var lastErr error
+		switch {
+		case rpcErr != nil:
+			if !Transient(rpcErr) {
+				return retried, fmt.Errorf("bigtable bulk write of %d rows (first row %q): %w", len(keys), keys[0], rpcErr)
+			}
+			failedKeys, failedMuts, lastErr = keys, muts, rpcErr
+		default:
+			for i, e := range errs {
+				if e == nil {
+					continue
+				}
+				if !Transient(e) {
+					return retried, fmt.Errorf("bigtable write of row %q: %w", keys[i], e)
+				}
+				failedKeys = append(failedKeys, keys[i])
+				failedMuts = append(failedMuts, muts[i])
+				lastErr = e
+			}
+		}
+		if len(failedKeys) == 0 {
+			return retried, nil
+		}
+		if attempt >= attempts {
+			return retried, fmt.Errorf("bigtable write of row %q (and %d more) failed %d times: %w", failedKeys[0], len(failedKeys)-1, attempt, lastErr)
+		}
+		retried += len(failedKeys)
+		keys, muts = failedKeys, failedMuts
+		sleep := backoff/2 + rand.N(backoff/2+1)
+		select {
+		case <-ctx.Done():
+			return retried, fmt.Errorf("bigtable write of row %q: %w", keys[0], ctx.Err())
+		case <-time.After(sleep):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// Transient reports whether a Bigtable error is worth retrying.
+func Transient(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Aborted, codes.ResourceExhausted, codes.Internal:
+		return true
+	}
+	return false
+}

@@ -1,0 +1,97 @@
+package transforms
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/graph/mtime"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
+
+	"github.com/tandem-fp/tandem/schemas"
+)
+
+func init() {
+	register.DoFn4x0[context.Context, []byte, func(beam.EventTime, schemas.Event), func(DeadLetter)](&decodeJSONFn{})
+	register.DoFn2x0[schemas.Event, func(beam.EventTime, schemas.Event)](&stampFn{})
+	register.Emitter2[beam.EventTime, schemas.Event]()
+	register.Emitter1[DeadLetter]()
+}
+
+// MetricsNamespace is the namespace of every Beam metric Tandem reports.
+const MetricsNamespace = "tandem"
+
+// DecodeJSON decodes JSON events of a feature set and stamps each with its
+// event time. Records that do not match the schema go, with the reason, to
+// the second output; they are counted in the metric
+// tandem/<set>_dead_letter_decode.
+//
+//	PCollection<[]byte> → PCollection<schemas.Event>, PCollection<DeadLetter>
+func DecodeJSON(s beam.Scope, set *schemas.FeatureSet, raw beam.PCollection) (events, dead beam.PCollection) {
+	s = s.Scope("transforms.DecodeJSON")
+	return beam.ParDo2(s, &decodeJSONFn{Set: set}, raw)
+}
+
+type decodeJSONFn struct {
+	Set *schemas.FeatureSet `json:"set"`
+
+	decoded beam.Counter
+	failed  beam.Counter
+}
+
+func (fn *decodeJSONFn) Setup() {
+	fn.decoded = beam.NewCounter(MetricsNamespace, fn.Set.Name+"_events_decoded")
+	fn.failed = beam.NewCounter(MetricsNamespace, fn.Set.Name+"_dead_letter_"+StageDecode)
+}
+
+func (fn *decodeJSONFn) ProcessElement(ctx context.Context, raw []byte, emit func(beam.EventTime, schemas.Event), dead func(DeadLetter)) {
+	e, err := fn.Set.DecodeJSON(raw)
+	if err == nil {
+		err = checkEventTime(e)
+	}
+	if err != nil {
+		fn.failed.Inc(ctx, 1)
+		dead(DeadLetter{Set: fn.Set.Name, Stage: StageDecode, Reason: err.Error(), Raw: raw})
+		return
+	}
+	fn.decoded.Inc(ctx, 1)
+	emit(EventTimestamp(e), e)
+}
+
+// Stamp sets each event's element timestamp to its event time, for events
+// decoded outside DecodeJSON (for example by a BigQuery reader).
+//
+//	PCollection<schemas.Event> → PCollection<schemas.Event>
+func Stamp(s beam.Scope, events beam.PCollection) beam.PCollection {
+	s = s.Scope("transforms.Stamp")
+	return beam.ParDo(s, &stampFn{}, events)
+}
+
+type stampFn struct{}
+
+func (fn *stampFn) ProcessElement(e schemas.Event, emit func(beam.EventTime, schemas.Event)) {
+	emit(EventTimestamp(e), e)
+}
+
+// EventTimestamp is the Beam element timestamp of an event: its event time
+// in milliseconds (Beam's resolution).
+func EventTimestamp(e schemas.Event) beam.EventTime {
+	return mtime.FromMilliseconds(floorDiv(e.Time, 1000))
+}
+
+// checkEventTime rejects event times Beam cannot represent as a timestamp.
+func checkEventTime(e schemas.Event) error {
+	ms := floorDiv(e.Time, 1000)
+	if ms < int64(mtime.MinTimestamp) || ms > int64(mtime.EndOfGlobalWindowTime) {
+		return fmt.Errorf("%w: event time %s is outside the range a pipeline can process", schemas.ErrBadEvent, e.EventTime())
+	}
+	return nil
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && (a < 0) != (b < 0) {
+		q--
+	}
+	return q
+}
