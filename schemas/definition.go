@@ -206,7 +206,7 @@ func (p *defParser) parse(data []byte) *FeatureSet {
 		}
 	}
 
-	var longest *Feature
+	longest := -1 // index in fs.Features of the feature with the longest window
 	if e, ok := p.required(top, root, "", "features"); ok {
 		items, ok := p.sequence(e.value, "features")
 		if ok && len(items) == 0 {
@@ -218,15 +218,15 @@ func (p *defParser) parse(data []byte) *FeatureSet {
 			if !ok {
 				continue
 			}
-			fs.Features = append(fs.Features, f)
-			if longest == nil || f.Window > longest.Window {
-				longest = &fs.Features[len(fs.Features)-1]
+			if longest < 0 || f.Window > fs.Features[longest].Window {
+				longest = len(fs.Features)
 			}
+			fs.Features = append(fs.Features, f)
 		}
 	}
 	var maxWindow time.Duration
-	if longest != nil {
-		maxWindow = longest.Window
+	if longest >= 0 {
+		maxWindow = fs.Features[longest].Window
 	}
 
 	fs.Retention = maxWindow + DefaultRetentionSlack
@@ -235,7 +235,7 @@ func (p *defParser) parse(data []byte) *FeatureSet {
 			fs.Retention = d
 			if d < maxWindow {
 				p.errorf(e.value, "retention", "%s is shorter than the longest window, %s of feature %q",
-					FormatDuration(d), FormatDuration(maxWindow), longest.Name)
+					FormatDuration(d), FormatDuration(maxWindow), fs.Features[longest].Name)
 			}
 		}
 	}
@@ -330,16 +330,18 @@ func (p *defParser) duration(n ast.Node, field string, positive bool) (time.Dura
 // batchSource parses sources.batch at n into b.
 func (p *defParser) batchSource(b *BatchSource, n ast.Node) {
 	const field = "sources.batch"
+	before := len(p.errs)
 	m, ok := p.object(n, field, false, batchKeys...)
 	if !ok {
 		return
 	}
+	typo := len(p.errs) > before
 	bq, hasBQ := m["bigquery"]
 	files, hasFiles := m["files"]
 	switch {
 	case hasBQ && hasFiles:
 		p.errorf(files.keyNode, field, "give one of bigquery or files, not both")
-	case !hasBQ && !hasFiles && len(m) == 0:
+	case !hasBQ && !hasFiles && !typo:
 		p.errorf(n, field, "want bigquery: {table: ...}, bigquery: {query: ...} or files: GLOB")
 	}
 	if hasBQ {

@@ -174,8 +174,9 @@ const MaxTilesPerWindow = 1000
 
 // DefaultTile returns the tile size Tandem chooses for a window: the largest
 // size of TileLadder that divides the window and leaves at least
-// MinTilesPerWindow tiles in it; if none does, the largest size of the ladder
-// that divides the window. For example 1h → 1m (60 tiles), 24h → 15m (96),
+// MinTilesPerWindow tiles in it; if none does (windows under 48s), the
+// smallest size that divides it, so short windows stay as exact as they can
+// be. For example 30s → 1s (30 tiles), 1h → 1m (60 tiles), 24h → 15m (96),
 // 7d → 3h (56), 30d → 6h (120), 10m → 5s (120).
 func DefaultTile(window time.Duration) time.Duration {
 	for i := len(TileLadder) - 1; i >= 0; i-- {
@@ -183,8 +184,8 @@ func DefaultTile(window time.Duration) time.Duration {
 			return t
 		}
 	}
-	for i := len(TileLadder) - 1; i >= 0; i-- {
-		if t := TileLadder[i]; window%t == 0 {
+	for _, t := range TileLadder {
+		if window%t == 0 {
 			return t
 		}
 	}

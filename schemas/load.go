@@ -267,7 +267,7 @@ func (p *defParser) pairs(n ast.Node, field string, optional bool) ([]entry, boo
 	for _, mv := range values {
 		switch k := p.resolve(mv.Key).(type) {
 		case *ast.MergeKeyNode:
-			p.errorf(mv.Key, field, "merge keys (<<) are not supported")
+			p.errorf(mv.Key, join(field, "<<"), "merge keys are not supported")
 			ok = false
 		case ast.ScalarNode:
 			key, kok := p.scalar(k, field)

@@ -257,6 +257,16 @@ func TestParseRejects(t *testing.T) {
 			want: []string{`x.yaml:11: sources.batch.files: bad glob "data/[*.jsonl": syntax error in pattern`},
 		},
 		{
+			name: "typo'd batch source",
+			old:  "batch: {files: data/*.jsonl}", new: "batch: {bigqeury: {table: p.d.t}}",
+			want: []string{`x.yaml:11: sources.batch.bigqeury: unknown key (did you mean bigquery?)`},
+		},
+		{
+			name: "merge key",
+			old:  "  ts: timestamp", new: "  ts: timestamp\n  <<: {amount: float64}",
+			want: []string{`x.yaml:10: fields.<<: merge keys are not supported`},
+		},
+		{
 			name: "bad subscription",
 			old:  "subscription: projects/p/subscriptions/card-events", new: "subscription: card-events",
 			want: []string{`x.yaml:12: sources.stream.pubsub.subscription: bad subscription "card-events" (want projects/PROJECT/subscriptions/NAME)`},
@@ -552,7 +562,7 @@ func TestDefaultTile(t *testing.T) {
 		{90 * time.Second, time.Second},
 		{time.Minute, time.Second},
 		{48 * time.Second, time.Second},
-		{30 * time.Second, 15 * time.Second}, // fewer than MinTilesPerWindow: the largest divisor
+		{30 * time.Second, time.Second}, // under 48s: the smallest divisor, most exact
 		{365 * 24 * time.Hour, 24 * time.Hour},
 		{86401 * time.Second, time.Second},
 		{1500 * time.Millisecond, 0},
