@@ -47,7 +47,7 @@ func (fn *decodeJSONFn) Setup() {
 func (fn *decodeJSONFn) ProcessElement(ctx context.Context, raw []byte, emit func(beam.EventTime, schemas.Event), dead func(DeadLetter)) {
 	e, err := fn.Set.DecodeJSON(raw)
 	if err == nil {
-		err = checkEventTime(e)
+		err = CheckEventTime(e)
 	}
 	if err != nil {
 		fn.failed.Inc(ctx, 1)
@@ -79,8 +79,9 @@ func EventTimestamp(e schemas.Event) beam.EventTime {
 	return mtime.FromMilliseconds(floorDiv(e.Time, 1000))
 }
 
-// checkEventTime rejects event times Beam cannot represent as a timestamp.
-func checkEventTime(e schemas.Event) error {
+// CheckEventTime rejects event times Beam cannot represent as an element
+// timestamp; every decoder of a pipeline calls it after decoding.
+func CheckEventTime(e schemas.Event) error {
 	ms := floorDiv(e.Time, 1000)
 	if ms < int64(mtime.MinTimestamp) || ms > int64(mtime.EndOfGlobalWindowTime) {
 		return fmt.Errorf("%w: event time %s is outside the range a pipeline can process", schemas.ErrBadEvent, e.EventTime())
