@@ -116,7 +116,9 @@ func (c Config) NewAdminClient(ctx context.Context) (*bigtable.AdminClient, erro
 // loopback port and returns it with a Config that points at it. Stop it with
 // Close.
 func StartEmulator() (*bttest.Server, Config, error) {
-	srv, err := bttest.NewServer("127.0.0.1:0")
+	// Real Bigtable accepts requests far larger than gRPC's default 4 MiB;
+	// so does this emulator.
+	srv, err := bttest.NewServer("127.0.0.1:0", grpc.MaxRecvMsgSize(256<<20))
 	if err != nil {
 		return nil, Config{}, fmt.Errorf("start bigtable emulator: %w", err)
 	}

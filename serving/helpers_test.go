@@ -1,0 +1,230 @@
+package serving
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tandem-fp/tandem/schemas"
+	"github.com/tandem-fp/tandem/serving/apikeys"
+	"github.com/tandem-fp/tandem/serving/servingtest"
+)
+
+const cardsYAML = `
+name: cards
+entity: {name: card, key: card_id}
+event_time: ts
+fields:
+  card_id: string
+  merchant: string
+  amount: float64
+  approved: bool
+  items: int64
+  ts: timestamp
+retention: 30d
+features:
+  - {name: txn_count_1h, op: count, window: 1h}
+  - {name: amount_sum_24h, op: sum, field: amount, window: 24h}
+  - {name: amount_mean_24h, op: mean, field: amount, window: 24h}
+  - {name: amount_max_1h, op: max, field: amount, window: 1h}
+  - {name: items_sum_1h, op: sum, field: items, window: 1h}
+  - {name: first_ts_1h, op: min, field: ts, window: 1h}
+  - {name: last_merchant, op: last, field: merchant, window: 7d, tile: 1h}
+  - {name: last_approved, op: last, field: approved, window: 1d}
+  - {name: merchants_7d, op: approx_count_distinct, field: merchant, window: 7d}
+  - {name: amount_stddev_1h, op: stddev, field: amount, window: 1h}
+`
+
+const usersYAML = `
+name: users
+entity: {name: user, key: user_id}
+event_time: viewed_at
+fields: {user_id: int64, page: string, viewed_at: timestamp}
+features:
+  - {name: views_1h, op: count, window: 1h}
+`
+
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func newHTTPTestServer(h http.Handler) *httptest.Server { return httptest.NewServer(h) }
+
+func mustParse(t testing.TB, yaml string) *schemas.FeatureSet {
+	t.Helper()
+	fs, err := schemas.Parse("", []byte(yaml))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	return fs
+}
+
+// testEnv is a server over an in-process emulator, behind httptest.
+type testEnv struct {
+	t     testing.TB
+	cards *schemas.FeatureSet
+	users *schemas.FeatureSet
+	emu   *servingtest.Emulator
+	srv   *Server
+	http  *httptest.Server
+	now   time.Time // the server's clock
+	tb    time.Time // a batch watermark aligned to every tile size: midnight UTC
+	logs  *bytes.Buffer
+}
+
+type envOption func(*Config)
+
+func newEnv(t *testing.T, opts ...envOption) *testEnv {
+	t.Helper()
+	e := &testEnv{t: t, cards: mustParse(t, cardsYAML), users: mustParse(t, usersYAML), logs: new(bytes.Buffer)}
+	e.now = time.Now().UTC().Truncate(time.Second)
+	e.tb = e.now.Add(-6 * time.Hour).Truncate(24 * time.Hour)
+	ctx := context.Background()
+	sets := []*schemas.FeatureSet{e.cards, e.users}
+	emu, err := servingtest.StartEmulator(ctx, sets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.emu = emu
+	t.Cleanup(emu.Close)
+	cfg := Config{
+		Sets: sets, Table: emu.Table,
+		Logger:      slog.New(slog.NewTextHandler(e.logs, nil)),
+		Now:         func() time.Time { return e.now },
+		MetaRefresh: 50 * time.Millisecond,
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	srv, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv = srv
+	e.http = httptest.NewServer(srv)
+	t.Cleanup(func() {
+		e.http.Close()
+		_ = srv.Close()
+	})
+	return e
+}
+
+// write folds events into tiles of set and writes them into family.
+func (e *testEnv) write(set *schemas.FeatureSet, family string, events ...schemas.Event) {
+	e.t.Helper()
+	if err := servingtest.WriteEvents(context.Background(), e.emu.Table, set, family, events...); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// freshness writes metadata and waits until the server has read it.
+func (e *testEnv) freshness(set string, tb, sl time.Time) {
+	e.t.Helper()
+	if err := servingtest.WriteFreshness(context.Background(), e.emu.Table, set, tb, sl); err != nil {
+		e.t.Fatal(err)
+	}
+	e.syncMeta()
+}
+
+// syncMeta re-reads the metadata now, so a test need not wait for the loop.
+func (e *testEnv) syncMeta() {
+	e.t.Helper()
+	if _, err := e.srv.meta.read(context.Background()); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *testEnv) card(key string, t time.Time, merchant string, amount float64) schemas.Event {
+	return servingtest.Event(e.cards, key, t, map[string]schemas.Value{
+		"merchant": schemas.StringValue(merchant),
+		"amount":   schemas.Float64Value(amount),
+		"approved": schemas.BoolValue(amount < 100),
+		"items":    schemas.Int64Value(2),
+	})
+}
+
+// response is a decoded HTTP response.
+type response struct {
+	status int
+	header http.Header
+	body   map[string]any
+	raw    string
+}
+
+func (e *testEnv) do(method, path, body string, header ...string) response {
+	e.t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, e.http.URL+path, rd)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	res, err := e.http.Client().Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	raw, err := io.ReadAll(res.Body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	r := response{status: res.StatusCode, header: res.Header, raw: string(raw)}
+	if strings.HasPrefix(res.Header.Get("Content-Type"), "application/json") && method != http.MethodHead {
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.UseNumber()
+		if err := dec.Decode(&r.body); err != nil {
+			e.t.Fatalf("%s %s: response is not JSON: %v\n%s", method, path, err, raw)
+		}
+	}
+	return r
+}
+
+func (e *testEnv) get(path string, header ...string) response {
+	e.t.Helper()
+	return e.do(http.MethodGet, path, "", header...)
+}
+
+// features returns the "features" object of a one-entity response as
+// name → [value, status].
+func features(t *testing.T, r response) map[string][2]any {
+	t.Helper()
+	if r.status != http.StatusOK {
+		t.Fatalf("status %d, want 200: %s", r.status, r.raw)
+	}
+	return featuresOf(t, r.body["features"])
+}
+
+func featuresOf(t *testing.T, v any) map[string][2]any {
+	t.Helper()
+	m, ok := v.(map[string]any)
+	if !ok {
+		t.Fatalf("features = %#v, want an object", v)
+	}
+	out := make(map[string][2]any, len(m))
+	for k, fv := range m {
+		o := fv.(map[string]any)
+		out[k] = [2]any{o["value"], o["status"]}
+	}
+	return out
+}
+
+func rfc(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+
+func writeKeys(t *testing.T, content string) *apikeys.Keys {
+	t.Helper()
+	k, err := apikeys.Parse([]byte(content))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}

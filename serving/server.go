@@ -1,0 +1,290 @@
+// Package serving provides Tandem's serving API: an HTTP handler that
+// answers "the features of entity X at instant T" by reading tiles from
+// Bigtable and merging, at read time, the batch side (tiles before the
+// feature set's batch watermark) with the real-time side (stream tiles from
+// the watermark on), over each feature's window ending at T. It also serves
+// the loaded definitions, Prometheus metrics and health checks. It never
+// imports Beam.
+//
+// The API (openapi.yaml beside this file is its full description):
+//
+//	GET  /v1/featuresets                         the loaded definitions
+//	GET  /v1/featuresets/{name}                  one definition
+//	GET  /v1/features/{featureset}/{entity}      one entity (?features=a,b&at=RFC3339)
+//	POST /v1/features/{featureset}               many entities {"entities", "features", "at"}
+//	GET  /metrics, /healthz, /readyz             open, without an API key
+//
+// Every value carries a status: PRESENT, NOT_FOUND (an op with no value
+// over an empty window: min, max, mean, last, stddev; the value is null) or
+// STALE (a value, but the feature set's data is behind `at` by more than
+// Config.StaleAfter; see Server for the exact rule).
+package serving
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"cloud.google.com/go/bigtable"
+
+	"github.com/tandem-fp/tandem/schemas"
+	"github.com/tandem-fp/tandem/serving/apikeys"
+)
+
+// Defaults of Config.
+const (
+	DefaultMaxEntities     = 1000
+	DefaultMaxBodyBytes    = 1 << 20
+	DefaultStaleAfter      = 5 * time.Minute
+	DefaultRequestTimeout  = 2 * time.Second
+	DefaultMaxClockSkew    = time.Minute
+	DefaultMetaRefresh     = time.Second
+	DefaultPingTimeout     = time.Second
+	DefaultReadParallelism = 4
+	// MaxEntityKeyBytes bounds an entity key (Bigtable row keys are at most
+	// 4 KiB).
+	MaxEntityKeyBytes = 1024
+)
+
+// Config configures a Server. Sets and Table are required; zero values of
+// the other fields mean their defaults.
+type Config struct {
+	// Sets are the feature sets served.
+	Sets []*schemas.FeatureSet
+	// Table is the Bigtable table that holds their tiles and metadata.
+	Table *bigtable.Table
+	// Keys, when not nil, are the API keys the feature endpoints require.
+	Keys *apikeys.Keys
+	// MaxEntities bounds the entities of one POST request.
+	MaxEntities int
+	// MaxBodyBytes bounds a request body (413 above it).
+	MaxBodyBytes int64
+	// StaleAfter is how far the feature set's data may be behind `at`
+	// before values are STALE.
+	StaleAfter time.Duration
+	// RequestTimeout bounds the Bigtable reads of one request; when it
+	// expires the request fails with 503. Keep it below the http.Server's
+	// WriteTimeout so that the 503 reaches the client.
+	RequestTimeout time.Duration
+	// MaxClockSkew is how far in the future `at` may be (clients' clocks
+	// differ from the server's).
+	MaxClockSkew time.Duration
+	// MetaRefresh is how often the feature sets' metadata is re-read.
+	// Responses use metadata at most 5×MetaRefresh old.
+	MetaRefresh time.Duration
+	// ReadParallelism bounds the parallel Bigtable reads of one POST
+	// request; each reads at least 25 rows.
+	ReadParallelism int
+	// PingTimeout bounds the Bigtable read of /readyz.
+	PingTimeout time.Duration
+	// Logger receives the server's logs (slog.Default() if nil).
+	Logger *slog.Logger
+	// Now is the clock for the default `at` and its checks (time.Now if nil).
+	Now func() time.Time
+}
+
+// Server is the serving API; it implements http.Handler. Create it with
+// New and stop its background metadata refresh with Close.
+//
+// Status rule. Let T_b be the batch watermark and S the start of the newest
+// stream tile that the response reports in "freshness" (a value never
+// written counts as minus infinity), and C = max(T_b, S): the data is known
+// to be current up to C. A feature's status is NOT_FOUND when its op has no
+// value over the window (min, max, mean, last, stddev of nothing); else
+// STALE when at − C > StaleAfter; else PRESENT. So reads at a past `at`
+// that the pipelines have passed are never STALE, a feature set whose
+// pipelines never wrote metadata is always STALE, and count, sum and
+// approx_count_distinct over an empty window are 0 with PRESENT or STALE.
+type Server struct {
+	cfg   Config
+	tbl   *bigtable.Table
+	sets  map[string]*setState
+	names []string
+	list  []byte // GET /v1/featuresets for a caller that may read every set
+	meta  *metaCache
+	m     *metrics
+	log   *slog.Logger
+	mux   *http.ServeMux
+	h     http.Handler
+
+	stop context.CancelFunc
+	done sync.WaitGroup
+}
+
+var _ http.Handler = (*Server)(nil)
+
+// New validates cfg and returns a Server, whose metadata refresh runs in
+// the background until Close.
+func New(cfg Config) (*Server, error) {
+	if cfg.Table == nil {
+		return nil, errors.New("serving: Config.Table is nil")
+	}
+	if len(cfg.Sets) == 0 {
+		return nil, errors.New("serving: no feature sets")
+	}
+	setDefault(&cfg.MaxEntities, DefaultMaxEntities)
+	setDefault(&cfg.MaxBodyBytes, DefaultMaxBodyBytes)
+	setDefault(&cfg.StaleAfter, DefaultStaleAfter)
+	setDefault(&cfg.RequestTimeout, DefaultRequestTimeout)
+	setDefault(&cfg.MaxClockSkew, DefaultMaxClockSkew)
+	setDefault(&cfg.MetaRefresh, DefaultMetaRefresh)
+	setDefault(&cfg.PingTimeout, DefaultPingTimeout)
+	setDefault(&cfg.ReadParallelism, DefaultReadParallelism)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Server{cfg: cfg, tbl: cfg.Table, sets: make(map[string]*setState), log: cfg.Logger, m: newMetrics()}
+	for _, fs := range cfg.Sets {
+		if _, dup := s.sets[fs.Name]; dup {
+			return nil, fmt.Errorf("serving: feature set %q given twice", fs.Name)
+		}
+		st, err := newSetState(fs)
+		if err != nil {
+			return nil, fmt.Errorf("serving: %w", err)
+		}
+		s.sets[fs.Name] = st
+		s.names = append(s.names, fs.Name)
+	}
+	if cfg.Keys != nil {
+		if err := cfg.Keys.CheckFeatureSets(s.names); err != nil {
+			return nil, fmt.Errorf("serving: %w", err)
+		}
+	}
+	s.list = s.appendSetList(nil, nil)
+	s.meta = newMetaCache(cfg.Table, s.names, 5*cfg.MetaRefresh, max(cfg.MetaRefresh, cfg.RequestTimeout), s.m, s.metaFailed())
+	s.routes()
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stop = cancel
+	s.done.Go(func() { s.meta.loop(ctx, cfg.MetaRefresh) })
+	return s, nil
+}
+
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
+// metaFailed logs background metadata failures when they start and when
+// they stop, not every second.
+func (s *Server) metaFailed() func(error) {
+	var mu sync.Mutex
+	var last time.Time
+	return func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if time.Since(last) > time.Minute {
+			last = time.Now()
+			s.log.Warn("metadata refresh failed; serving cached metadata (requests read it themselves once it is too old)", "err", err)
+		}
+	}
+}
+
+// Close stops the background metadata refresh and waits for it. It does not
+// close the Bigtable table's client, which the caller owns.
+func (s *Server) Close() error {
+	s.stop()
+	s.done.Wait()
+	return nil
+}
+
+// ServeHTTP serves the API.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.h.ServeHTTP(w, r) }
+
+// routes registers the endpoints. Each path also has a method-less pattern
+// that answers 405 with Allow, and "/" answers 404, both with a JSON body.
+func (s *Server) routes() {
+	s.mux = http.NewServeMux()
+	s.handle("GET /v1/featuresets", true, s.listFeatureSets)
+	s.handle("GET /v1/featuresets/{name}", true, s.getFeatureSet)
+	s.handle("GET /v1/features/{featureset}/{entity}", true, s.getFeatures)
+	s.handle("POST /v1/features/{featureset}", true, s.postFeatures)
+	s.mux.Handle("GET /metrics", s.m.instrument("GET /metrics", s.m.handler()))
+	s.handle("GET /healthz", false, s.healthz)
+	s.handle("GET /readyz", false, s.readyz)
+	for path, allow := range map[string]string{
+		"/v1/featuresets":                    "GET, HEAD",
+		"/v1/featuresets/{name}":             "GET, HEAD",
+		"/v1/features/{featureset}/{entity}": "GET, HEAD",
+		"/v1/features/{featureset}":          "POST",
+		"/metrics":                           "GET, HEAD",
+		"/healthz":                           "GET, HEAD",
+		"/readyz":                            "GET, HEAD",
+	} {
+		s.handle(path, false, func(w http.ResponseWriter, r *http.Request) error {
+			w.Header().Set("Allow", allow)
+			return badInput(ErrMethodNotAllowed, "method %s is not allowed on %s (allowed: %s)", r.Method, path, allow)
+		})
+	}
+	s.handle("/", false, func(http.ResponseWriter, *http.Request) error { return ErrNotFound })
+	s.h = s.mux
+}
+
+// handlerFunc is a handler that returns its error for writeError.
+type handlerFunc func(http.ResponseWriter, *http.Request) error
+
+// handle registers h at pattern with metrics, panic recovery and, when
+// auth, the API-key check.
+func (s *Server) handle(pattern string, auth bool, h handlerFunc) {
+	var next http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			s.writeError(w, r, err)
+		}
+	})
+	if auth && s.cfg.Keys != nil {
+		next = s.authenticate(next)
+	}
+	s.mux.Handle(pattern, s.m.instrument(pattern, s.recoverPanic(next)))
+}
+
+// recoverPanic turns a panic into a logged 500.
+func (s *Server) recoverPanic(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.log.Error("panic", "method", r.Method, "path", r.URL.Path, "panic", v, "stack", string(debug.Stack()))
+				s.writeError(w, r, fmt.Errorf("panic: %v", v))
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) error {
+	writeJSON(w, http.StatusOK, []byte("{\"status\":\"ok\"}\n"))
+	return nil
+}
+
+// readyz reports whether Bigtable answers: one read of a feature set's
+// metadata row, bounded by PingTimeout.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.PingTimeout)
+	defer cancel()
+	err := bounded(ctx, "readiness check", func() error {
+		start := time.Now()
+		_, err := s.tbl.ReadRow(ctx, schemas.MetaRowKey(s.names[0]), bigtable.RowFilter(bigtable.StripValueFilter()))
+		if err != nil {
+			s.m.bigtableError(opPing)
+			return bigtableError("readiness check", err)
+		}
+		s.m.bigtableRead(opPing, time.Since(start))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, []byte("{\"status\":\"ready\"}\n"))
+	return nil
+}
