@@ -3,6 +3,8 @@ package transforms
 import (
 	"context"
 	"fmt"
+	"reflect"
+	"unsafe"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/graph/mtime"
@@ -13,6 +15,7 @@ import (
 
 func init() {
 	register.DoFn4x0[context.Context, []byte, func(beam.EventTime, schemas.Event), func(DeadLetter)](&decodeJSONFn{})
+	register.DoFn4x0[context.Context, string, func(beam.EventTime, schemas.Event), func(DeadLetter)](&decodeJSONLineFn{})
 	register.DoFn2x0[schemas.Event, func(beam.EventTime, schemas.Event)](&stampFn{})
 	register.Emitter2[beam.EventTime, schemas.Event]()
 	register.Emitter1[DeadLetter]()
@@ -24,12 +27,21 @@ const MetricsNamespace = "tandem"
 // DecodeJSON decodes JSON events of a feature set and stamps each with its
 // event time. Records that do not match the schema go, with the reason, to
 // the second output; they are counted in the metric
-// tandem/<set>_dead_letter_decode.
+// tandem/<set>_dead_letter_decode, the events in tandem/<set>_events_decoded.
+// Records may be []byte (Pub/Sub messages) or strings (lines that
+// textio.Read returns, decoded without a copy).
 //
-//	PCollection<[]byte> → PCollection<schemas.Event>, PCollection<DeadLetter>
+//	PCollection<[]byte> or PCollection<string> → PCollection<schemas.Event>, PCollection<DeadLetter>
 func DecodeJSON(s beam.Scope, set *schemas.FeatureSet, raw beam.PCollection) (events, dead beam.PCollection) {
 	s = s.Scope("transforms.DecodeJSON")
-	return beam.ParDo2(s, &decodeJSONFn{Set: set}, raw)
+	switch t := raw.Type().Type(); t {
+	case reflect.TypeFor[[]byte]():
+		return beam.ParDo2(s, &decodeJSONFn{Set: set}, raw)
+	case reflect.TypeFor[string]():
+		return beam.ParDo2(s, &decodeJSONLineFn{decodeJSONFn{Set: set}}, raw)
+	default:
+		panic(fmt.Sprintf("transforms.DecodeJSON: records of %s are %v, want []byte or string", set.Name, t))
+	}
 }
 
 type decodeJSONFn struct {
@@ -52,6 +64,28 @@ func (fn *decodeJSONFn) ProcessElement(ctx context.Context, raw []byte, emit fun
 	if err != nil {
 		fn.failed.Inc(ctx, 1)
 		dead(DeadLetter{Set: fn.Set.Name, Stage: StageDecode, Reason: err.Error(), Raw: raw})
+		return
+	}
+	fn.decoded.Inc(ctx, 1)
+	emit(EventTimestamp(e), e)
+}
+
+// decodeJSONLineFn is decodeJSONFn over strings.
+type decodeJSONLineFn struct {
+	decodeJSONFn
+}
+
+func (fn *decodeJSONLineFn) ProcessElement(ctx context.Context, line string, emit func(beam.EventTime, schemas.Event), dead func(DeadLetter)) {
+	// DecodeJSON only reads its input and copies what it keeps, so the
+	// line's bytes need no copy; a dead letter gets one.
+	raw := unsafe.Slice(unsafe.StringData(line), len(line))
+	e, err := fn.Set.DecodeJSON(raw)
+	if err == nil {
+		err = CheckEventTime(e)
+	}
+	if err != nil {
+		fn.failed.Inc(ctx, 1)
+		dead(DeadLetter{Set: fn.Set.Name, Stage: StageDecode, Reason: err.Error(), Raw: []byte(line)})
 		return
 	}
 	fn.decoded.Inc(ctx, 1)

@@ -12,6 +12,9 @@ import (
 
 func init() {
 	beam.RegisterCoder(reflect.TypeOf((*TileSet)(nil)), encodeTileSet, decodeTileSet)
+	// Shims, so that the coder's functions are called without reflection.
+	register.Function1x2[*TileSet, []byte, error](encodeTileSet)
+	register.Function1x2[[]byte, *TileSet, error](decodeTileSet)
 	register.Function1x2[schemas.Event, string, schemas.Event](keyByEntity)
 	register.Combiner3[*TileSet, schemas.Event, *TileSet](&tileCombineFn{})
 	register.DoFn3x1[string, *TileSet, func(Tile), error](&explodeTilesFn{})
@@ -89,6 +92,37 @@ func EmitTiles(set *schemas.FeatureSet, entity string, ts *TileSet, emit func(Ti
 			return fmt.Errorf("encode tile %s/%s/%s@%d: %w", set.Name, entity, set.Features[id.Feature].Name, id.Start, err)
 		}
 		emit(Tile{Set: set.Name, Entity: entity, Feature: set.Features[id.Feature].Name, Start: id.Start, Partial: enc})
+	}
+	return nil
+}
+
+// EmitEncodedRows emits encoded tiles of an entity (SplitEncoded,
+// MergeEncoded) as Bigtable mutations in family: the cells ToMutations makes
+// of them (row schemas.RowKey, the feature's qualifier, cell timestamp = tile
+// start, value = the partial's encoding, used as it is), but together, in
+// the order given, at most maxCells cells a mutation: an entity with more
+// tiles gets several mutations of its row. Writers then send one entry per
+// row rather than one per tile.
+func EmitEncodedRows(set *schemas.FeatureSet, family, entity string, tiles []EncodedTile, maxCells int, emit func(RowMutation)) error {
+	if maxCells < 1 {
+		return fmt.Errorf("emit rows of %s/%s: maxCells %d is not positive", set.Name, entity, maxCells)
+	}
+	quals := make([]string, len(set.Features))
+	for i, f := range set.Features {
+		quals[i] = f.Qualifier()
+	}
+	row := schemas.RowKey(set.Name, entity)
+	for len(tiles) > 0 {
+		n := min(len(tiles), maxCells)
+		cells := make([]Cell, n)
+		for i, t := range tiles[:n] {
+			if t.ID.Feature < 0 || t.ID.Feature >= len(quals) {
+				return fmt.Errorf("emit rows of %s/%s: tile of feature %d, the set has %d", set.Name, entity, t.ID.Feature, len(quals))
+			}
+			cells[i] = Cell{Family: family, Qualifier: quals[t.ID.Feature], Timestamp: t.ID.Start, Value: t.Partial}
+		}
+		emit(RowMutation{RowKey: row, Cells: cells})
+		tiles = tiles[n:]
 	}
 	return nil
 }

@@ -67,13 +67,16 @@ func (ts *TileSet) IDs() []TileID {
 	for id := range ts.Tiles {
 		ids = append(ids, id)
 	}
-	slices.SortFunc(ids, func(a, b TileID) int {
-		if a.Feature != b.Feature {
-			return a.Feature - b.Feature
-		}
-		return int(min(max(a.Start-b.Start, -1), 1))
-	})
+	slices.SortFunc(ids, compareIDs)
 	return ids
+}
+
+// compareIDs orders tile IDs by feature, then start.
+func compareIDs(a, b TileID) int {
+	if a.Feature != b.Feature {
+		return a.Feature - b.Feature
+	}
+	return int(min(max(a.Start-b.Start, -1), 1))
 }
 
 // MarshalBinary encodes the set: a count, then per tile the feature index,
@@ -128,4 +131,95 @@ func (ts *TileSet) UnmarshalBinary(b []byte) error {
 		return fmt.Errorf("decode tile set: %d trailing bytes", len(b))
 	}
 	return nil
+}
+
+// EncodedTile is one tile of an encoded TileSet: its ID and the encoding of
+// its partial aggregate.
+type EncodedTile struct {
+	ID      TileID
+	Partial []byte
+}
+
+// SplitEncoded returns the tiles of a TileSet encoding (MarshalBinary), in
+// its order, without decoding the partials; they share enc's memory.
+func SplitEncoded(enc []byte) ([]EncodedTile, error) {
+	n, k := binary.Uvarint(enc)
+	if k <= 0 || n > uint64(len(enc)) {
+		return nil, fmt.Errorf("decode tile set: bad count")
+	}
+	enc = enc[k:]
+	tiles := make([]EncodedTile, 0, n)
+	for range n {
+		f, k1 := binary.Uvarint(enc)
+		if k1 <= 0 || f > 1<<31 {
+			return nil, fmt.Errorf("decode tile set: bad feature index")
+		}
+		enc = enc[k1:]
+		start, k2 := binary.Varint(enc)
+		if k2 <= 0 {
+			return nil, fmt.Errorf("decode tile set: bad tile start")
+		}
+		enc = enc[k2:]
+		l, k3 := binary.Uvarint(enc)
+		if k3 <= 0 || l > uint64(len(enc)-k3) {
+			return nil, fmt.Errorf("decode tile set: bad partial length")
+		}
+		enc = enc[k3:]
+		tiles = append(tiles, EncodedTile{ID: TileID{Feature: int(f), Start: start}, Partial: enc[:l:l]})
+		enc = enc[l:]
+	}
+	if len(enc) != 0 {
+		return nil, fmt.Errorf("decode tile set: %d trailing bytes", len(enc))
+	}
+	return tiles, nil
+}
+
+// MergeEncoded merges TileSet encodings (MarshalBinary) of one entity and
+// returns the tiles of the merge in IDs order. Only a tile that several
+// encodings hold is decoded, merged and encoded again; the others keep
+// their encodings, shared with the inputs. Sets built from disjoint time
+// ranges, such as the bundles of a batch run over time-ordered files, share
+// few tiles, so merging them costs little more than reading them.
+func MergeEncoded(encs ...[]byte) ([]EncodedTile, error) {
+	var all []EncodedTile
+	for _, enc := range encs {
+		tiles, err := SplitEncoded(enc)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, tiles...)
+	}
+	slices.SortStableFunc(all, func(a, b EncodedTile) int { return compareIDs(a.ID, b.ID) })
+	out := all[:0]
+	for i := 0; i < len(all); {
+		j := i + 1
+		for j < len(all) && all[j].ID == all[i].ID {
+			j++
+		}
+		if j == i+1 {
+			out = append(out, all[i])
+			i = j
+			continue
+		}
+		p, err := aggregate.Decode(all[i].Partial)
+		if err != nil {
+			return nil, fmt.Errorf("decode tile %d@%d: %w", all[i].ID.Feature, all[i].ID.Start, err)
+		}
+		for _, t := range all[i+1 : j] {
+			q, err := aggregate.Decode(t.Partial)
+			if err != nil {
+				return nil, fmt.Errorf("decode tile %d@%d: %w", t.ID.Feature, t.ID.Start, err)
+			}
+			if err := p.Merge(q); err != nil {
+				return nil, fmt.Errorf("merge tile %d@%d: %w", t.ID.Feature, t.ID.Start, err)
+			}
+		}
+		enc, err := p.AppendBinary(nil)
+		if err != nil {
+			return nil, fmt.Errorf("encode tile %d@%d: %w", all[i].ID.Feature, all[i].ID.Start, err)
+		}
+		out = append(out, EncodedTile{ID: all[i].ID, Partial: enc})
+		i = j
+	}
+	return out, nil
 }

@@ -1,9 +1,11 @@
 // Package bigtablewrite provides Tandem's Bigtable sink: a bulk-writer DoFn
 // that keeps one client per worker, batches mutations of many rows into
-// bounded bulk requests, retries transient per-row failures with backoff and
-// fails the bundle on a permanent one, naming the row. Unlike Beam's
-// bigtableio it never funnels writes through one group key, so it writes
-// from every worker in parallel and works on unbounded, unwindowed input.
+// bounded bulk requests (rows, bytes and cells), keeps a few of them in
+// flight while it batches the next, retries transient per-row failures with
+// backoff and fails the bundle on a permanent one, naming the row. Unlike
+// Beam's bigtableio it never funnels writes through one group key, so it
+// writes from every worker in parallel and works on unbounded, unwindowed
+// input.
 package bigtablewrite
 
 import (
@@ -29,9 +31,11 @@ func init() {
 
 // Defaults for the bulk batches.
 const (
-	DefaultMaxRows  = 1000    // rows per bulk request
-	DefaultMaxBytes = 4 << 20 // value bytes per bulk request
-	DefaultAttempts = 8       // tries of a row with transient failures
+	DefaultMaxRows     = 1000    // rows per bulk request
+	DefaultMaxBytes    = 4 << 20 // value bytes per bulk request
+	DefaultMaxCells    = 100_000 // cells per bulk request: Bigtable's limit of mutations per MutateRows
+	DefaultAttempts    = 8       // tries of a row with transient failures
+	DefaultConcurrency = 2       // bulk requests in flight per DoFn instance
 )
 
 // Option tunes Write.
@@ -42,6 +46,20 @@ func MaxRows(n int) Option { return func(fn *writeFn) { fn.MaxRows = n } }
 
 // MaxBytes bounds the value bytes of one bulk request.
 func MaxBytes(n int) Option { return func(fn *writeFn) { fn.MaxBytes = n } }
+
+// MaxCells bounds the cells of one bulk request (at most DefaultMaxCells,
+// Bigtable's limit). A batch is sent before a row mutation that would take
+// it past the bound; a single row mutation with more cells fails the bundle.
+func MaxCells(n int) Option { return func(fn *writeFn) { fn.MaxCells = n } }
+
+// Attempts sets how many times a row with transient failures is tried
+// (DefaultAttempts by default; 1 never retries).
+func Attempts(n int) Option { return func(fn *writeFn) { fn.Attempts = n } }
+
+// Concurrency sets how many bulk requests one DoFn instance keeps in flight
+// while it goes on batching (1: each request is awaited before the next row
+// is batched). The bundle finishes only when all of them are acknowledged.
+func Concurrency(n int) Option { return func(fn *writeFn) { fn.Concurrency = n } }
 
 // Write applies row mutations to the table of cfg in bulk. It returns the
 // number of rows written by each bundle, emitted when the bundle finishes,
@@ -55,30 +73,48 @@ func Write(s beam.Scope, cfg bigtablestore.Config, muts beam.PCollection, opts .
 	if err := cfg.Validate(); err != nil {
 		panic(fmt.Sprintf("bigtablewrite.Write: %v", err))
 	}
-	fn := &writeFn{Config: cfg, MaxRows: DefaultMaxRows, MaxBytes: DefaultMaxBytes, Attempts: DefaultAttempts}
+	fn := &writeFn{Config: cfg, MaxRows: DefaultMaxRows, MaxBytes: DefaultMaxBytes, MaxCells: DefaultMaxCells,
+		Attempts: DefaultAttempts, Concurrency: DefaultConcurrency}
 	for _, o := range opts {
 		o(fn)
 	}
-	if fn.MaxRows < 1 || fn.MaxBytes < 1 {
-		panic(fmt.Sprintf("bigtablewrite.Write: MaxRows %d and MaxBytes %d must be positive", fn.MaxRows, fn.MaxBytes))
+	if fn.MaxRows < 1 || fn.MaxBytes < 1 || fn.MaxCells < 1 || fn.MaxCells > DefaultMaxCells || fn.Attempts < 1 || fn.Concurrency < 1 {
+		panic(fmt.Sprintf("bigtablewrite.Write: MaxRows %d, MaxBytes %d, MaxCells %d (at most %d), Attempts %d and Concurrency %d must be positive",
+			fn.MaxRows, fn.MaxBytes, fn.MaxCells, DefaultMaxCells, fn.Attempts, fn.Concurrency))
 	}
 	return beam.ParDo(s, fn, muts)
 }
 
 type writeFn struct {
-	Config   bigtablestore.Config `json:"config"`
-	MaxRows  int                  `json:"max_rows"`
-	MaxBytes int                  `json:"max_bytes"`
-	Attempts int                  `json:"attempts"`
+	Config      bigtablestore.Config `json:"config"`
+	MaxRows     int                  `json:"max_rows"`
+	MaxBytes    int                  `json:"max_bytes"`
+	MaxCells    int                  `json:"max_cells"`
+	Attempts    int                  `json:"attempts"`
+	Concurrency int                  `json:"concurrency"`
 
 	client *bigtable.Client
 	table  *bigtable.Table
-	batch  Batch
-	rows   int64 // rows written in this bundle
+
+	batch    *Batch       // the batch being filled
+	free     []*Batch     // batches to reuse
+	done     chan flushed // results of the requests in flight
+	inflight int          // requests in flight
+	err      error        // the first failure of this bundle
+	rows     int64        // rows acknowledged in this bundle
 
 	written beam.Counter
 	cells   beam.Counter
 	retries beam.Counter
+}
+
+// flushed is the outcome of one bulk request.
+type flushed struct {
+	batch   *Batch
+	rows    int
+	cells   int
+	retried int
+	err     error
 }
 
 func (fn *writeFn) Setup(ctx context.Context) error {
@@ -88,28 +124,48 @@ func (fn *writeFn) Setup(ctx context.Context) error {
 	}
 	fn.client = cl
 	fn.table = cl.Open(fn.Config.Table)
+	fn.batch = &Batch{}
+	fn.done = make(chan flushed, fn.Concurrency)
 	fn.written = beam.NewCounter(transforms.MetricsNamespace, "bigtable_rows_written")
 	fn.cells = beam.NewCounter(transforms.MetricsNamespace, "bigtable_cells_written")
 	fn.retries = beam.NewCounter(transforms.MetricsNamespace, "bigtable_row_retries")
 	return nil
 }
 
-func (fn *writeFn) StartBundle(_ context.Context, _ func(int64)) {
+func (fn *writeFn) StartBundle(ctx context.Context, _ func(int64)) {
+	// A failed bundle may have left requests in flight; they belong to it.
+	for fn.inflight > 0 {
+		fn.collect(ctx, <-fn.done)
+	}
 	fn.batch.Reset()
+	fn.err = nil
 	fn.rows = 0
 }
 
 func (fn *writeFn) ProcessElement(ctx context.Context, m transforms.RowMutation, _ func(int64)) error {
+	if fn.err != nil {
+		return fn.err
+	}
+	if len(m.Cells) > fn.MaxCells {
+		return fmt.Errorf("bigtable write of row %q: %d cells, more than the %d of one bulk request", m.RowKey, len(m.Cells), fn.MaxCells)
+	}
+	if fn.batch.Cells()+len(m.Cells) > fn.MaxCells {
+		fn.flush(ctx)
+	}
 	fn.batch.Add(m)
 	if fn.batch.Rows() >= fn.MaxRows || fn.batch.Bytes() >= fn.MaxBytes {
-		return fn.flush(ctx)
+		fn.flush(ctx)
 	}
-	return nil
+	return fn.err
 }
 
 func (fn *writeFn) FinishBundle(ctx context.Context, emit func(int64)) error {
-	if err := fn.flush(ctx); err != nil {
-		return err
+	fn.flush(ctx)
+	for fn.inflight > 0 {
+		fn.collect(ctx, <-fn.done)
+	}
+	if fn.err != nil {
+		return fn.err
 	}
 	emit(fn.rows)
 	return nil
@@ -119,26 +175,53 @@ func (fn *writeFn) Teardown() error {
 	if fn.client == nil {
 		return nil
 	}
+	for fn.inflight > 0 {
+		<-fn.done
+		fn.inflight--
+	}
 	err := fn.client.Close()
 	fn.client = nil
 	return err
 }
 
-func (fn *writeFn) flush(ctx context.Context) error {
+// flush sends the current batch, if any, in the background, first waiting
+// for a request to finish when Concurrency are in flight.
+func (fn *writeFn) flush(ctx context.Context) {
 	if fn.batch.Rows() == 0 {
-		return nil
+		return
 	}
-	rows, cells := fn.batch.Rows(), fn.batch.Cells()
-	retried, err := ApplyBulk(ctx, fn.table, &fn.batch, fn.Attempts)
-	fn.retries.Inc(ctx, int64(retried))
-	if err != nil {
-		return err
+	for fn.inflight >= fn.Concurrency {
+		fn.collect(ctx, <-fn.done)
 	}
-	fn.rows += int64(rows)
-	fn.written.Inc(ctx, int64(rows))
-	fn.cells.Inc(ctx, int64(cells))
-	fn.batch.Reset()
-	return nil
+	b := fn.batch
+	if n := len(fn.free); n > 0 {
+		fn.batch, fn.free = fn.free[n-1], fn.free[:n-1]
+	} else {
+		fn.batch = &Batch{}
+	}
+	fn.inflight++
+	go func() {
+		rows, cells := b.Rows(), b.Cells()
+		retried, err := ApplyBulk(ctx, fn.table, b, fn.Attempts)
+		fn.done <- flushed{batch: b, rows: rows, cells: cells, retried: retried, err: err}
+	}()
+}
+
+// collect accounts for a finished request, on the bundle's goroutine.
+func (fn *writeFn) collect(ctx context.Context, r flushed) {
+	fn.inflight--
+	fn.retries.Inc(ctx, int64(r.retried))
+	if r.err != nil {
+		if fn.err == nil {
+			fn.err = r.err
+		}
+	} else {
+		fn.rows += int64(r.rows)
+		fn.written.Inc(ctx, int64(r.rows))
+		fn.cells.Inc(ctx, int64(r.cells))
+	}
+	r.batch.Reset()
+	fn.free = append(fn.free, r.batch)
 }
 
 // Batch collects row mutations for one bulk request, merging the cells of

@@ -1,0 +1,353 @@
+package streampipe_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/bigtable"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/testing/ptest"
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/tandem-fp/tandem/pipelines/streaming/localstack"
+	"github.com/tandem-fp/tandem/pipelines/streaming/streampipe"
+	"github.com/tandem-fp/tandem/schemas"
+	"github.com/tandem-fp/tandem/schemas/bigtablestore"
+	"github.com/tandem-fp/tandem/transforms"
+	"github.com/tandem-fp/tandem/transforms/aggregate"
+	"github.com/tandem-fp/tandem/transforms/pubsubread"
+)
+
+func TestMain(m *testing.M) { ptest.Main(m) }
+
+const testDef = `
+name: cards
+entity: {name: card, key: card_id}
+event_time: ts
+fields:
+  card_id: string
+  merchant: string
+  amount: float64
+  ts: timestamp
+sources:
+  stream: {pubsub: {subscription: projects/tandem-local/subscriptions/cards}}
+allowed_lateness: 10m
+features:
+  - {name: n_1h, op: count, window: 1h}
+  - {name: amount_sum_1h, op: sum, field: amount, window: 1h}
+  - {name: amount_max_24h, op: max, field: amount, window: 24h}
+  - {name: merchants_7d, op: approx_count_distinct, field: merchant, window: 7d}
+  - {name: last_merchant, op: last, field: merchant, window: 7d, tile: 1h}
+`
+
+var t0 = time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+
+func testSet(t *testing.T) *schemas.FeatureSet {
+	t.Helper()
+	set, err := schemas.Parse("cards.yaml", []byte(testDef))
+	if err != nil {
+		t.Fatalf("Parse(cards.yaml) = %v", err)
+	}
+	return set
+}
+
+func jsonEvent(card, merchant string, amount float64, at time.Time) []byte {
+	return fmt.Appendf(nil, `{"card_id":%q,"merchant":%q,"amount":%v,"ts":%q}`, card, merchant, amount, at.Format(time.RFC3339Nano))
+}
+
+func startStack(t *testing.T, set *schemas.FeatureSet) *localstack.Stack {
+	t.Helper()
+	st, err := localstack.Start(context.Background(), localstack.Options{}, set)
+	if err != nil {
+		t.Fatalf("localstack.Start = %v", err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// publish publishes raw messages to the set's topic on the in-process fake.
+func publish(st *localstack.Stack, set *schemas.FeatureSet, msgs ...[]byte) {
+	topic := localstack.Topic(pubsubread.Subscription(set.Sources.Stream.Subscription))
+	for _, m := range msgs {
+		st.PubSub.Publish(topic, m, nil)
+	}
+}
+
+// waitAcked waits until every message published so far is acknowledged.
+func waitAcked(t *testing.T, st *localstack.Stack, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		unacked := 0
+		for _, m := range st.PubSub.Messages() {
+			if m.Acks == 0 {
+				unacked++
+			}
+		}
+		if unacked == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d messages still unacknowledged after %s", unacked, timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func options(st *localstack.Stack, set *schemas.FeatureSet, deadLetter string) streampipe.Options {
+	return streampipe.Options{
+		Set:        set,
+		Bigtable:   st.BigtableConfig,
+		PubSub:     st.PubSubEndpoint,
+		DeadLetter: deadLetter,
+		MaxIdle:    3 * time.Second,
+	}
+}
+
+// runAsync runs the pipeline and returns a channel with its outcome.
+func runAsync(o streampipe.Options) <-chan runOutcome {
+	ch := make(chan runOutcome, 1)
+	go func() {
+		r, err := streampipe.Run(context.Background(), o)
+		ch <- runOutcome{r, err}
+	}()
+	return ch
+}
+
+type runOutcome struct {
+	res streampipe.Result
+	err error
+}
+
+func wait(t *testing.T, ch <-chan runOutcome, timeout time.Duration) streampipe.Result {
+	t.Helper()
+	select {
+	case out := <-ch:
+		if out.err != nil {
+			t.Fatalf("Run = %v", out.err)
+		}
+		return out.res
+	case <-time.After(timeout):
+		t.Fatalf("pipeline still running after %s", timeout)
+	}
+	return streampipe.Result{}
+}
+
+// TestLocalEndToEnd publishes events in order, out of order, late and
+// malformed, runs until idle, and compares the stream tiles in Bigtable
+// with the tiles computed directly with the algebra from the on-time events.
+func TestLocalEndToEnd(t *testing.T) {
+	set := testSet(t)
+	st := startStack(t, set)
+	dl := filepath.Join(t.TempDir(), "dead", "cards")
+	run := runAsync(options(st, set, dl))
+
+	var onTime [][]byte
+	// Phase 1: in order, over 8 minutes of event time (inside the allowed
+	// lateness, since the fake delivers a backlog in random order), then
+	// some out of order, and malformed ones.
+	for i := range 400 {
+		at := t0.Add(time.Duration(i) * 1200 * time.Millisecond)
+		onTime = append(onTime, jsonEvent(fmt.Sprintf("c_%d", i%7), fmt.Sprintf("m_%d", i%11), float64(i)+0.25, at))
+	}
+	for i := range 20 {
+		onTime = append(onTime, jsonEvent(fmt.Sprintf("c_%d", i%3), "m_ooo", 1.5, t0.Add(time.Duration(i)*17*time.Second)))
+	}
+	bad := [][]byte{
+		[]byte(`{"card_id":"c_1","amount":"lots","ts":"2026-11-20T10:00:00Z"}`),
+		[]byte(`{"merchant":"m_1","amount":1,"ts":"2026-11-20T10:00:00Z"}`),
+		[]byte(`not json`),
+	}
+	publish(st, set, onTime...)
+	publish(st, set, bad...)
+	waitAcked(t, st, 30*time.Second)
+
+	// Phase 2: the watermark moves to 10:30.
+	mover := jsonEvent("c_9", "m_x", 3, t0.Add(30*time.Minute))
+	onTime = append(onTime, mover)
+	publish(st, set, mover)
+	waitAcked(t, st, 30*time.Second)
+
+	// Phase 3: one event 29 minutes behind (late: more than 10m behind the
+	// watermark) and one 5 minutes behind (out of order, on time).
+	late := jsonEvent("c_1", "m_late", 100, t0.Add(time.Minute))
+	ooo := jsonEvent("c_1", "m_ooo2", 7, t0.Add(25*time.Minute))
+	onTime = append(onTime, ooo)
+	publish(st, set, late, ooo)
+
+	res := wait(t, run, 2*time.Minute)
+
+	if diff := cmp.Diff(directTiles(t, set, onTime), storedTiles(t, st.BigtableConfig, set)); diff != "" {
+		t.Errorf("stream tiles differ from the direct computation (-want +got):\n%s", diff)
+	}
+	letters, err := streampipe.ReadDeadLetters(dl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, l := range letters {
+		got = append(got, l.Stage+": "+string(l.Raw))
+	}
+	want := []string{"late: " + string(late)}
+	for _, b := range bad {
+		want = append(want, "decode: "+string(b))
+	}
+	sort.Strings(got)
+	sort.Strings(want)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("dead letters (-want +got):\n%s", diff)
+	}
+	for name, want := range map[string]int64{
+		"cards_stream_events":      int64(len(onTime)),
+		"cards_dead_letter_decode": 3,
+		"cards_dead_letter_late":   1,
+		"pubsub_messages_pulled":   int64(len(onTime) + len(bad) + 1),
+	} {
+		if got := res.Counters[name]; got != want {
+			t.Errorf("counter %s = %d, want %d (all: %v)", name, got, want, res.Counters)
+		}
+	}
+	checkLatestTile(t, st.BigtableConfig, set, t0.Add(30*time.Minute))
+}
+
+// TestRestartSeedsTiles runs the pipeline twice over events of the same
+// tiles: the second run must add to the stored tiles, not overwrite them.
+func TestRestartSeedsTiles(t *testing.T) {
+	set := testSet(t)
+	st := startStack(t, set)
+	var all [][]byte
+	for round := range 2 {
+		var msgs [][]byte
+		for i := range 150 {
+			at := t0.Add(time.Duration(i*2+round) * time.Second)
+			msgs = append(msgs, jsonEvent(fmt.Sprintf("c_%d", i%5), fmt.Sprintf("m_%d_%d", round, i%9), float64(i), at))
+		}
+		all = append(all, msgs...)
+		publish(st, set, msgs...)
+		o := options(st, set, "")
+		o.MaxIdle = time.Second
+		wait(t, runAsync(o), 2*time.Minute)
+	}
+	if diff := cmp.Diff(directTiles(t, set, all), storedTiles(t, st.BigtableConfig, set)); diff != "" {
+		t.Errorf("after a restart, stream tiles differ from the direct computation (-want +got):\n%s", diff)
+	}
+}
+
+// TestEntityTilesOnPrism checks the Dataflow variant's stateful writer on
+// prism, with a bounded input.
+func TestEntityTilesOnPrism(t *testing.T) {
+	set := testSet(t)
+	st := startStack(t, set)
+	var raw [][]byte
+	var msgs []any
+	for i := range 300 {
+		b := jsonEvent(fmt.Sprintf("c_%d", i%6), fmt.Sprintf("m_%d", i%13), float64(i)/3, t0.Add(time.Duration(i)*7*time.Second))
+		raw = append(raw, b)
+		msgs = append(msgs, pubsubread.Message{ID: fmt.Sprint(i), Data: b})
+	}
+	msgs = append(msgs, pubsubread.Message{ID: "bad", Data: []byte(`{"nope":1}`)})
+	dl := filepath.Join(t.TempDir(), "dead")
+	p, s := beam.NewPipelineWithRoot()
+	late, dead := streampipe.WriteEntityTiles(s, set, st.BigtableConfig, beam.Create(s, msgs...))
+	streampipe.WriteDeadLetters(s, dl, beam.Flatten(s, late, dead))
+	if _, err := beam.Run(context.Background(), streampipe.RunnerPrism, p); err != nil {
+		t.Fatalf("run = %v", err)
+	}
+	if diff := cmp.Diff(directTiles(t, set, raw), storedTiles(t, st.BigtableConfig, set)); diff != "" {
+		t.Errorf("stream tiles differ from the direct computation (-want +got):\n%s", diff)
+	}
+	letters, err := streampipe.ReadDeadLetters(dl)
+	if err != nil || len(letters) != 1 || letters[0].Stage != transforms.StageDecode {
+		t.Errorf("dead letters = %v, %v; want one decode failure", letters, err)
+	}
+}
+
+// directTiles computes the expected tiles from raw events with the algebra.
+func directTiles(t *testing.T, set *schemas.FeatureSet, raw [][]byte) []string {
+	t.Helper()
+	byEntity := map[string]*transforms.TileSet{}
+	for _, b := range raw {
+		e, err := set.DecodeJSON(b)
+		if err != nil {
+			t.Fatalf("DecodeJSON(%s) = %v", b, err)
+		}
+		ts := byEntity[e.Key]
+		if ts == nil {
+			ts = transforms.NewTileSet()
+			byEntity[e.Key] = ts
+		}
+		ts.Add(set, e)
+	}
+	var out []string
+	for entity, ts := range byEntity {
+		for _, id := range ts.IDs() {
+			f := set.Features[id.Feature]
+			out = append(out, formatTile(entity, f.Qualifier(), id.Start, ts.Tiles[id]))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// storedTiles reads every stream tile of set from Bigtable.
+func storedTiles(t *testing.T, cfg bigtablestore.Config, set *schemas.FeatureSet) []string {
+	t.Helper()
+	ctx := context.Background()
+	cl, err := cfg.NewClient(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var out []string
+	err = cl.Open(cfg.Table).ReadRows(ctx, bigtable.PrefixRange(set.Name+"#"), func(r bigtable.Row) bool {
+		_, entity, _ := schemas.SplitRowKey(r.Key())
+		for _, it := range r[schemas.FamilyStream] {
+			p, err := aggregate.Decode(it.Value)
+			if err != nil {
+				t.Errorf("decode %s %s: %v", r.Key(), it.Column, err)
+				return false
+			}
+			out = append(out, formatTile(entity, strings.TrimPrefix(it.Column, schemas.FamilyStream+":"), int64(it.Timestamp), p))
+		}
+		return true
+	}, bigtable.RowFilter(bigtable.FamilyFilter(schemas.FamilyStream)))
+	if err != nil {
+		t.Fatalf("read stream tiles: %v", err)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func checkLatestTile(t *testing.T, cfg bigtablestore.Config, set *schemas.FeatureSet, want time.Time) {
+	t.Helper()
+	ctx := context.Background()
+	cl, err := cfg.NewClient(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	_, latest, err := bigtablestore.ReadMeta(ctx, cl.Open(cfg.Table), set.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !latest.Equal(want) {
+		t.Errorf("stream latest tile = %s, want %s", latest, want)
+	}
+}
+
+func formatTile(entity, qualifier string, start int64, p aggregate.Partial) string {
+	v, ok := p.Result()
+	val := "null"
+	if ok {
+		val = v.String()
+		if v.Type == schemas.Float64 {
+			val = fmt.Sprintf("%.9g", v.Float)
+		}
+	}
+	return fmt.Sprintf("%s/%s/%s=%s", entity, qualifier, time.UnixMicro(start).UTC().Format(time.RFC3339), val)
+}

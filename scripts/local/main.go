@@ -1,0 +1,74 @@
+// Command local runs the whole Tandem platform on this machine, with no
+// cloud account: the in-process Bigtable emulator and Pub/Sub fake (or
+// Google's emulators, when BIGTABLE_EMULATOR_HOST / PUBSUB_EMULATOR_HOST are
+// set), the table, a few days of generated history for every feature set
+// through the batch pipeline, the streaming pipelines on a live stream of
+// events, and the serving API on --addr. It prints example requests and runs
+// until Ctrl-C (or SIGTERM), then drains the pipelines and stops.
+//
+//	go run ./scripts/local                      # schemas/*.yaml, :8080
+//	go run ./scripts/local --rate 200 --addr :9090
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+
+	"github.com/tandem-fp/tandem/schemas/bigtablestore"
+	"github.com/tandem-fp/tandem/scripts/localstack"
+)
+
+type stringList []string
+
+func (l *stringList) String() string     { return fmt.Sprint(*l) }
+func (l *stringList) Set(s string) error { *l = append(*l, s); return nil }
+
+func main() {
+	var defs stringList
+	flag.Var(&defs, "featureset", "feature-set YAML file or directory (repeatable; default: schemas)")
+	addr := flag.String("addr", ":8080", "listen address of the serving API")
+	history := flag.Duration("history", 72*time.Hour, "how far back the generated history goes")
+	historyEvents := flag.Int("history_events", 30000, "generated history events per feature set")
+	rate := flag.Float64("rate", 50, "live events published per second and feature set")
+	seed := flag.Uint64("seed", 1, "seed of the generated data")
+	staleAfter := flag.Duration("stale_after", 2*time.Minute, "the serving API marks values STALE when the real-time side is behind by more than this")
+	project := flag.String("bigtable_project", bigtablestore.DefaultProject, "Bigtable project")
+	instance := flag.String("bigtable_instance", bigtablestore.DefaultInstance, "Bigtable instance")
+	table := flag.String("bigtable_table", bigtablestore.DefaultTable, "Bigtable table")
+	verbose := flag.Bool("verbose", false, "show the pipelines' and runner's logs")
+	flag.Parse()
+	beam.Init()
+	if len(defs) == 0 {
+		defs = stringList{"schemas"}
+	}
+	level := slog.LevelWarn
+	if *verbose {
+		level = slog.LevelInfo
+	}
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := localstack.RunDemo(ctx, localstack.DemoConfig{
+		Definitions:   defs,
+		Addr:          *addr,
+		History:       *history,
+		HistoryEvents: *historyEvents,
+		Rate:          *rate,
+		Seed:          *seed,
+		StaleAfter:    *staleAfter,
+		Bigtable:      bigtablestore.Config{Project: *project, Instance: *instance, Table: *table},
+	}, os.Stdout)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "local:", err)
+		os.Exit(1)
+	}
+}
