@@ -47,10 +47,15 @@ func TestFaults(t *testing.T) {
 	hs := httptest.NewServer(srv)
 	defer hs.Close()
 
-	// count of a_1's events in the last hour, as served.
+	// count of f_1's events in the last hour, as served. f_1 has only live
+	// events (the history's entities a_* slide out of the window as the
+	// test runs); the history stays served throughout, checked below.
 	count := func(step string) (int64, string) {
 		t.Helper()
-		res := postFeatures(t, hs.URL, set.Name, []string{"a_1"}, time.Now())
+		res := postFeatures(t, hs.URL, set.Name, []string{"f_1", "a_1"}, time.Now())
+		if h := res[1].Features["cnt_1h"]; string(h.Value) == "0" {
+			t.Fatalf("%s: history entity a_1 has cnt_1h 0", step)
+		}
 		f := res[0].Features["cnt_1h"]
 		var n int64
 		if _, err := fmtSscan(string(f.Value), &n); err != nil {
@@ -62,7 +67,7 @@ func TestFaults(t *testing.T) {
 		t.Helper()
 		var msgs [][]byte
 		for range n {
-			msgs = append(msgs, []byte(`{"account":"a_1","n":1,"x":1.5,"s":"fig","ok":true,"ts":"`+time.Now().UTC().Format(time.RFC3339Nano)+`"}`))
+			msgs = append(msgs, []byte(`{"account":"f_1","n":1,"x":1.5,"s":"fig","ok":true,"ts":"`+time.Now().UTC().Format(time.RFC3339Nano)+`"}`))
 		}
 		if err := b.Publish(ctx, set.Name, msgs...); err != nil {
 			t.Fatal(err)
