@@ -2,28 +2,32 @@
 // baselines, in one process and one run, on Beam's prism runner and the
 // in-process Bigtable emulator (bttest).
 //
-// It generates --n events (default 1M, package schemas/sample) of a feature
-// set with 5 features (count 1h, sum and max 24h, approx_count_distinct and
-// last 7d) over the history one batch run reads, writes them to a temporary
-// JSON lines file, and then runs, one after the other:
+// It generates --n events (default 1M, package schemas/sample; 50k
+// entities) of a feature set with 5 features (count 1h, sum and max 24h,
+// approx_count_distinct and last 7d) over the history one batch run reads,
+// writes them to a temporary JSON lines file, and then runs:
 //
 //	(a) batch: the batch pipeline (package batchpipe) from that file into
 //	    the emulator: read, decode, tile, bulk write, watermark;
-//	(b) bare Beam: a pipeline over the same file that reads, parses each
-//	    line with the same decoder and sums one field per entity
-//	    (stats.SumPerKey), writing nothing;
-//	(c) bare write: a loop of bigtable ApplyBulk calls, 1000 rows a batch,
-//	    writing as many cells as (a) wrote, as many rows, with values of the
-//	    same mean size, to the same emulator.
+//	(b) bare Beam: a pipeline over the same file that reads it with textio,
+//	    parses each line with the same decoder and sums one field per
+//	    entity (stats.SumPerKey), writing nothing;
+//	(c) bare write: a loop of bigtable ApplyBulk calls, one at a time, 1000
+//	    rows a request, writing as many cells and rows as (a) wrote, with
+//	    values of the same mean size, to the same emulator. Its requests are
+//	    built before the clock starts.
 //
-// It prints events/s of (a) and (b) and their ratio (target ≥ 0.5), the
-// write rate of (a) while it wrote, from the emulator's view (cells / time
-// from the first to the end of the last MutateRows call), against the rate
-// of (c) (target ≥ 0.7), and the peak RSS of each phase (VmHWM, reset
-// between phases).
+// The machine may be shared, so it runs --rounds rounds of (a), (b), (c),
+// interleaved, and keeps each phase's fastest. It prints events/s of (a)
+// and (b) and their ratio (target ≥ 0.5); the write rate of (a) while it
+// wrote, as the emulator sees it (cells from the start of the first to the
+// end of the last MutateRows call), against the rate of (c) (target ≥ 0.7);
+// the CPU time of each phase (the process's, emulator included) and its
+// peak RSS (VmHWM, reset between phases). --cpuprofile and --memprofile
+// profile phase (a) of the first round.
 //
-//	go run ./scripts/batchbench            # 1M events, about a minute on 2 cores
-//	go run ./scripts/batchbench --n 200000
+//	go run ./scripts/batchbench            # 1M events, 3 rounds: about 4 minutes on 2 cores
+//	go run ./scripts/batchbench --n 200000 --rounds 1
 package main
 
 import (

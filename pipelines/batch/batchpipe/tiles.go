@@ -28,7 +28,7 @@ func init() {
 const (
 	// DefaultBundleTiles is how many tiles TileRows holds per bundle before
 	// it hands its tile sets on: about 120 bytes each, so 4M is ~500 MB.
-	DefaultBundleTiles = 1 << 20
+	DefaultBundleTiles = 4 << 20
 	// MaxRowCells is the most cells TileRows puts in one row mutation.
 	MaxRowCells = 10_000
 	// maxTileWorkers bounds the goroutines that fold a bundle's events.
@@ -194,7 +194,6 @@ func (w *tileWorker) run(set *schemas.FeatureSet, tiles *atomic.Int64) {
 	for job := range w.jobs {
 		if job.flush != nil {
 			job.flush <- encodeSets(set, sets, tiles)
-			sets = make(map[string]*transforms.TileSet)
 			continue
 		}
 		added := 0
@@ -212,7 +211,8 @@ func (w *tileWorker) run(set *schemas.FeatureSet, tiles *atomic.Int64) {
 	}
 }
 
-// encodeSets encodes the sets and takes their tiles off the count.
+// encodeSets encodes the sets, empties the map and takes their tiles off
+// the count.
 func encodeSets(set *schemas.FeatureSet, sets map[string]*transforms.TileSet, tiles *atomic.Int64) flushedSets {
 	out := flushedSets{keys: make([]string, 0, len(sets)), encs: make([][]byte, 0, len(sets))}
 	n := 0
@@ -224,6 +224,7 @@ func encodeSets(set *schemas.FeatureSet, sets map[string]*transforms.TileSet, ti
 		out.keys = append(out.keys, k)
 		out.encs = append(out.encs, b)
 		n += len(ts.Tiles)
+		delete(sets, k) // its memory can go while the others are encoded
 	}
 	tiles.Add(-int64(n))
 	return out
