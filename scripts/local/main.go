@@ -32,6 +32,10 @@ func (l *stringList) String() string     { return fmt.Sprint(*l) }
 func (l *stringList) Set(s string) error { *l = append(*l, s); return nil }
 
 func main() {
+	// Beam's packages register their runner flags at init (the binary also
+	// serves as a prism worker); --help lists only this command's own.
+	beamFlags := map[string]bool{}
+	flag.VisitAll(func(f *flag.Flag) { beamFlags[f.Name] = true })
 	var defs stringList
 	flag.Var(&defs, "featureset", "feature-set YAML file or directory (repeatable; default: schemas)")
 	addr := flag.String("addr", ":8080", "listen address of the serving API")
@@ -44,6 +48,16 @@ func main() {
 	instance := flag.String("bigtable_instance", bigtablestore.DefaultInstance, "Bigtable instance")
 	table := flag.String("bigtable_table", bigtablestore.DefaultTable, "Bigtable table")
 	verbose := flag.Bool("verbose", false, "show the pipelines' and runner's logs")
+	flag.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), "Usage: go run ./scripts/local [flags]\n\nRuns the whole Tandem platform locally (see README.md). Flags:\n")
+		flag.VisitAll(func(f *flag.Flag) {
+			if beamFlags[f.Name] {
+				return
+			}
+			name, usage := flag.UnquoteUsage(f)
+			fmt.Fprintf(flag.CommandLine.Output(), "  --%s %s\n    \t%s (default %q)\n", f.Name, name, usage, f.DefValue)
+		})
+	}
 	flag.Parse()
 	beam.Init()
 	if len(defs) == 0 {

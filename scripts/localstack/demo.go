@@ -87,10 +87,9 @@ func RunDemo(ctx context.Context, cfg DemoConfig, out io.Writer) error {
 		// lateness. In production the streaming pipeline is running while
 		// those events happen.)
 		events := sample.Events(set, cfg.Seed+uint64(i), cfg.HistoryEvents, now.Add(-cfg.History), asOf)
-		cut := len(events)
 		logf("batch %s: %d generated events from %s to %s; running the batch pipeline on prism up to the watermark %s",
-			set.Name, cut, now.Add(-cfg.History).Format(time.RFC3339), asOf.Format(time.RFC3339), asOf.Format(time.RFC3339))
-		res, err := b.RunBatch(ctx, set, events[:cut], asOf, cfg.Dir)
+			set.Name, len(events), now.Add(-cfg.History).Format(time.RFC3339), asOf.Format(time.RFC3339), asOf.Format(time.RFC3339))
+		res, err := b.RunBatch(ctx, set, events, asOf, cfg.Dir)
 		if err != nil {
 			return err
 		}
