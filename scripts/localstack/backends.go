@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	streamlocal "github.com/tandem-fp/tandem/pipelines/streaming/localstack"
 	"github.com/tandem-fp/tandem/schemas"
 	"github.com/tandem-fp/tandem/schemas/bigtablestore"
 	"github.com/tandem-fp/tandem/transforms/pubsubread"
@@ -119,10 +120,11 @@ func StartBackends(ctx context.Context, sets []*schemas.FeatureSet, o BackendOpt
 		if sub == "" {
 			continue
 		}
-		topic, err := TopicOf(sub)
-		if err != nil {
+		if _, _, err := pubsubread.Subscription(sub).Parse(); err != nil {
 			return nil, err
 		}
+		// The same topic naming as the streaming pipeline's own fakes.
+		topic := streamlocal.Topic(pubsubread.Subscription(sub))
 		if _, err := b.psClient.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: topic}); err != nil && status.Code(err) != codes.AlreadyExists {
 			return nil, fmt.Errorf("create topic %s: %w", topic, err)
 		}
@@ -139,15 +141,6 @@ func StartBackends(ctx context.Context, sets []*schemas.FeatureSet, o BackendOpt
 	}
 	ok = true
 	return b, nil
-}
-
-// TopicOf names the topic a local stack creates for a subscription.
-func TopicOf(subscription string) (string, error) {
-	project, id, err := pubsubread.Subscription(subscription).Parse()
-	if err != nil {
-		return "", err
-	}
-	return "projects/" + project + "/topics/" + id, nil
 }
 
 // Publish publishes raw messages to the topic of set and waits until
