@@ -32,7 +32,7 @@ func (f Freshness) covered() time.Time {
 // metaSnapshot is the metadata of every loaded feature set, as read at one
 // moment.
 type metaSnapshot struct {
-	readAt time.Time // monotonic
+	readAt time.Time // when its read started (monotonic)
 	sets   map[string]Freshness
 }
 
@@ -102,10 +102,13 @@ func (c *metaCache) refresh(ctx context.Context) {
 	}
 }
 
-// read reads every feature set's metadata row and stores the snapshot.
+// read reads every feature set's metadata row and stores the snapshot,
+// unless a read that started later has stored its own meanwhile: reads by
+// the loop and by requests overlap, and the slower, older one must not put
+// back metadata that a newer read has replaced.
 func (c *metaCache) read(ctx context.Context) (*metaSnapshot, error) {
-	s := &metaSnapshot{sets: make(map[string]Freshness, len(c.sets))}
 	start := time.Now()
+	s := &metaSnapshot{readAt: start, sets: make(map[string]Freshness, len(c.sets))}
 	for _, set := range c.sets {
 		tb, sl, err := bigtablestore.ReadMeta(ctx, c.tbl, set)
 		if err != nil {
@@ -115,8 +118,15 @@ func (c *metaCache) read(ctx context.Context) (*metaSnapshot, error) {
 		s.sets[set] = Freshness{BatchWatermark: tb, StreamLatestTile: sl}
 	}
 	c.m.bigtableRead(opReadMeta, time.Since(start))
-	s.readAt = time.Now()
-	c.snap.Store(s)
+	for {
+		old := c.snap.Load()
+		if old != nil && old.readAt.After(start) {
+			return old, nil
+		}
+		if c.snap.CompareAndSwap(old, s) {
+			break
+		}
+	}
 	for set, f := range s.sets {
 		c.m.setFreshness(set, f)
 	}
