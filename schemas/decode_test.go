@@ -335,8 +335,8 @@ func TestEncodeJSON(t *testing.T) {
 func TestAppendJSONFloat(t *testing.T) {
 	for _, f := range []float64{0, math.Copysign(0, -1), 1, -1.5, 1e20, 1e21, 1e-6, 1e-7, 123456789.125, math.MaxFloat64, math.SmallestNonzeroFloat64, 0.1} {
 		want, _ := json.Marshal(f)
-		if got := appendJSONFloat(nil, f); !bytes.Equal(got, want) {
-			t.Errorf("appendJSONFloat(%v) = %s, want %s", f, got, want)
+		if got := AppendJSONFloat(nil, f); !bytes.Equal(got, want) {
+			t.Errorf("AppendJSONFloat(%v) = %s, want %s", f, got, want)
 		}
 	}
 }

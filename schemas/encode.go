@@ -23,7 +23,7 @@ func (fs *FeatureSet) AppendJSON(b []byte, e Event) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendJSONString(b, f.Name)
+		b = AppendJSONString(b, f.Name)
 		b = append(b, ':')
 		var v Value
 		if i < len(e.Values) {
@@ -37,11 +37,11 @@ func (fs *FeatureSet) AppendJSON(b []byte, e Event) []byte {
 func appendJSONValue(b []byte, v Value) []byte {
 	switch v.Type {
 	case String:
-		return appendJSONString(b, v.Str)
+		return AppendJSONString(b, v.Str)
 	case Int64:
 		return strconv.AppendInt(b, v.Int, 10)
 	case Float64:
-		return appendJSONFloat(b, v.Float)
+		return AppendJSONFloat(b, v.Float)
 	case Bool:
 		return strconv.AppendBool(b, v.Int != 0)
 	case Timestamp:
@@ -52,10 +52,11 @@ func appendJSONValue(b []byte, v Value) []byte {
 	return append(b, "null"...)
 }
 
-// appendJSONFloat formats f as encoding/json does: the shortest decimal
-// that reads back as f, in exponent form only for very large or small
-// magnitudes.
-func appendJSONFloat(b []byte, f float64) []byte {
+// AppendJSONFloat appends f as encoding/json formats it: the shortest
+// decimal that reads back as f, in exponent form only for very large or
+// small magnitudes. JSON has no NaN or infinity: those are written as null
+// (a caller that wants another spelling checks first).
+func AppendJSONFloat(b []byte, f float64) []byte {
 	if math.IsNaN(f) || math.IsInf(f, 0) {
 		return append(b, "null"...)
 	}
@@ -76,14 +77,36 @@ func appendJSONFloat(b []byte, f float64) []byte {
 
 const hexDigits = "0123456789abcdef"
 
-// appendJSONString appends s as a JSON string, escaping quotes, backslashes
-// and control characters and replacing invalid UTF-8 by U+FFFD.
-func appendJSONString(b []byte, s string) []byte {
+// strPlain (jsonscan.go) and strHTMLSafe mark the bytes that the JSON
+// string writers copy as they are: printable ASCII but '"' and '\\', and
+// for strHTMLSafe also but '<', '>' and '&'.
+var strHTMLSafe = func() (t [256]bool) {
+	for c := 0x20; c < 0x80; c++ {
+		t[c] = strPlain[c] && c != '<' && c != '>' && c != '&'
+	}
+	return t
+}()
+
+// AppendJSONString appends s as a JSON string, escaping quotes,
+// backslashes and control characters (as encoding/json's Encoder with
+// SetEscapeHTML(false)) and replacing invalid UTF-8 by U+FFFD.
+func AppendJSONString(b []byte, s string) []byte { return appendJSONString(b, s, false) }
+
+// AppendHTMLSafeJSONString is AppendJSONString that also escapes <, >, &
+// and U+2028/U+2029, as encoding/json does by default, so that the output
+// is safe to embed in HTML or JavaScript.
+func AppendHTMLSafeJSONString(b []byte, s string) []byte { return appendJSONString(b, s, true) }
+
+func appendJSONString(b []byte, s string, html bool) []byte {
+	plain := &strPlain
+	if html {
+		plain = &strHTMLSafe
+	}
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
-		if strPlain[c] {
+		if plain[c] {
 			i++
 			continue
 		}
@@ -106,14 +129,19 @@ func appendJSONString(b []byte, s string) []byte {
 			continue
 		}
 		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
+		switch {
+		case r == utf8.RuneError && size == 1:
 			b = append(b, s[start:i]...)
 			b = append(b, `\ufffd`...)
-			i++
-			start = i
+		case html && (r == '\u2028' || r == '\u2029'):
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+		default:
+			i += size
 			continue
 		}
 		i += size
+		start = i
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
