@@ -30,6 +30,13 @@ import (
 //	meta:batch_watermark     RFC 3339 time T_b, written last by a batch run
 //	meta:stream_latest_tile  RFC 3339 start of the newest tile the streaming
 //	                         pipeline has written
+//	meta:stream_watermark    RFC 3339 event time up to which the streaming
+//	                         pipeline has written what it has read: its
+//	                         source's watermark after a write (the newest
+//	                         event time seen, moving on with the clock while
+//	                         the subscription is idle); rewritten about once
+//	                         a second while the pipeline runs, so it stops
+//	                         moving when the pipeline stops or falls behind
 const (
 	FamilyBatch  = "batch"
 	FamilyStream = "stream"
@@ -37,6 +44,7 @@ const (
 
 	QualifierBatchWatermark   = "batch_watermark"
 	QualifierStreamLatestTile = "stream_latest_tile"
+	QualifierStreamWatermark  = "stream_watermark"
 )
 
 // DefaultRetentionSlack is added to the longest window to make the default

@@ -424,5 +424,7 @@ func appendFreshness(b []byte, f Freshness) []byte {
 	b = appendTime(b, f.BatchWatermark)
 	b = append(b, `,"stream_latest_tile":`...)
 	b = appendTime(b, f.StreamLatestTile)
+	b = append(b, `,"stream_watermark":`...)
+	b = appendTime(b, f.StreamWatermark)
 	return append(b, '}')
 }

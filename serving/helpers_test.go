@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tandem-fp/tandem/schemas"
+	"github.com/tandem-fp/tandem/schemas/bigtablestore"
 	"github.com/tandem-fp/tandem/serving/apikeys"
 	"github.com/tandem-fp/tandem/serving/servingtest"
 )
@@ -129,6 +130,15 @@ func (e *testEnv) freshness(set string, tb, sl time.Time) {
 		e.t.Fatal(err)
 	}
 	e.syncMeta()
+}
+
+// streamWatermark writes a feature set's stream watermark; freshness or
+// syncMeta make the server read it.
+func (e *testEnv) streamWatermark(set string, w time.Time) {
+	e.t.Helper()
+	if err := bigtablestore.WriteMeta(context.Background(), e.emu.Table, set, schemas.QualifierStreamWatermark, w); err != nil {
+		e.t.Fatal(err)
+	}
 }
 
 // syncMeta re-reads the metadata now, so a test need not wait for the loop.

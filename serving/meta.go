@@ -11,20 +11,29 @@ import (
 )
 
 // Freshness is what a feature set's values are built from: the batch
-// watermark T_b (batch tiles cover event time before it) and the start of
-// the newest tile the streaming pipeline has written. A zero time means the
-// pipeline has not written it yet.
+// watermark T_b (batch tiles cover event time before it), the start of the
+// newest tile the streaming pipeline has written, and the stream watermark
+// (the event time up to which the streaming pipeline has written what it
+// read; it moves on with the clock while the subscription is idle). A zero
+// time means the pipeline has not written it yet.
 type Freshness struct {
 	BatchWatermark   time.Time
 	StreamLatestTile time.Time
+	StreamWatermark  time.Time
 }
 
 // covered is the instant up to which the feature set's data is known to be
-// current: the later of the batch watermark and the newest stream tile. It
-// is the zero time when neither was ever written.
+// current: the later of the batch watermark and the stream's progress,
+// which is its watermark, or the start of its newest tile when a pipeline
+// that does not write the watermark wrote the tile. It is the zero time
+// when nothing was ever written.
 func (f Freshness) covered() time.Time {
-	if f.StreamLatestTile.After(f.BatchWatermark) {
-		return f.StreamLatestTile
+	stream := f.StreamWatermark
+	if stream.IsZero() {
+		stream = f.StreamLatestTile
+	}
+	if stream.After(f.BatchWatermark) {
+		return stream
 	}
 	return f.BatchWatermark
 }
@@ -110,12 +119,12 @@ func (c *metaCache) read(ctx context.Context) (*metaSnapshot, error) {
 	start := time.Now()
 	s := &metaSnapshot{readAt: start, sets: make(map[string]Freshness, len(c.sets))}
 	for _, set := range c.sets {
-		tb, sl, err := bigtablestore.ReadMeta(ctx, c.tbl, set)
+		m, err := bigtablestore.ReadMeta(ctx, c.tbl, set)
 		if err != nil {
 			c.m.bigtableError(opReadMeta)
 			return nil, bigtableError("read metadata", err)
 		}
-		s.sets[set] = Freshness{BatchWatermark: tb, StreamLatestTile: sl}
+		s.sets[set] = Freshness(m)
 	}
 	c.m.bigtableRead(opReadMeta, time.Since(start))
 	for {

@@ -21,12 +21,13 @@ const (
 // metrics are the server's Prometheus metrics, in a registry of its own so
 // that several servers can live in one process (tests, benchmarks).
 type metrics struct {
-	reg            *prometheus.Registry
-	requests       *prometheus.HistogramVec
-	bigtableReads  *prometheus.HistogramVec
-	bigtableErrors *prometheus.CounterVec
-	batchWatermark *prometheus.GaugeVec
-	streamLatest   *prometheus.GaugeVec
+	reg             *prometheus.Registry
+	requests        *prometheus.HistogramVec
+	bigtableReads   *prometheus.HistogramVec
+	bigtableErrors  *prometheus.CounterVec
+	batchWatermark  *prometheus.GaugeVec
+	streamLatest    *prometheus.GaugeVec
+	streamWatermark *prometheus.GaugeVec
 }
 
 // latencyBuckets span 100µs to 10s.
@@ -57,8 +58,12 @@ func newMetrics() *metrics {
 			Name: "tandem_stream_latest_tile_seconds",
 			Help: "Start of the newest stream tile of each feature set, Unix seconds (0: never written), as last read.",
 		}, []string{"featureset"}),
+		streamWatermark: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tandem_stream_watermark_seconds",
+			Help: "Stream watermark of each feature set, Unix seconds (0: never written), as last read.",
+		}, []string{"featureset"}),
 	}
-	m.reg.MustRegister(m.requests, m.bigtableReads, m.bigtableErrors, m.batchWatermark, m.streamLatest,
+	m.reg.MustRegister(m.requests, m.bigtableReads, m.bigtableErrors, m.batchWatermark, m.streamLatest, m.streamWatermark,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, op := range []string{opReadRow, opReadRows, opReadMeta, opPing} {
 		m.bigtableErrors.WithLabelValues(op)
@@ -79,6 +84,7 @@ func (m *metrics) bigtableError(op string) { m.bigtableErrors.WithLabelValues(op
 func (m *metrics) setFreshness(set string, f Freshness) {
 	m.batchWatermark.WithLabelValues(set).Set(unixSeconds(f.BatchWatermark))
 	m.streamLatest.WithLabelValues(set).Set(unixSeconds(f.StreamLatestTile))
+	m.streamWatermark.WithLabelValues(set).Set(unixSeconds(f.StreamWatermark))
 }
 
 func unixSeconds(t time.Time) float64 {

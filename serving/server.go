@@ -91,10 +91,11 @@ type Config struct {
 // Server is the serving API; it implements http.Handler. Create it with
 // New and stop its background metadata refresh with Close.
 //
-// Status rule. Let T_b be the batch watermark and S the start of the newest
-// stream tile that the response reports in "freshness" (a value never
-// written counts as minus infinity), and C = max(T_b, S): the data is known
-// to be current up to C. A feature's status is NOT_FOUND when its op has no
+// Status rule. Let T_b be the batch watermark and W the stream watermark
+// that the response reports in "freshness" (when no stream watermark was
+// ever written, the start of the newest stream tile stands in for it; a
+// value never written counts as minus infinity), and C = max(T_b, W): the
+// data is known to be current up to C. A feature's status is NOT_FOUND when its op has no
 // value over the window (min, max, mean, last, stddev of nothing); else
 // STALE when at − C > StaleAfter; else PRESENT. So reads at a past `at`
 // that the pipelines have passed are never STALE, a feature set whose

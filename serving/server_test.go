@@ -18,7 +18,8 @@ import (
 func num(s string) json.Number { return json.Number(s) }
 
 // seedC1 writes entity c1's events: two batch events before T_b, two stream
-// events after it, and metadata T_b and newest stream tile T_b+19m.
+// events after it, and metadata T_b, newest stream tile T_b+19m and stream
+// watermark T_b+19m30s.
 func seedC1(e *testEnv) {
 	e.t.Helper()
 	e.write(e.cards, schemas.FamilyBatch,
@@ -27,6 +28,7 @@ func seedC1(e *testEnv) {
 	e.write(e.cards, schemas.FamilyStream,
 		e.card("c1", e.tb.Add(5*time.Minute), "m3", 30),
 		e.card("c1", e.tb.Add(10*time.Minute), "m1", 50))
+	e.streamWatermark("cards", e.tb.Add(19*time.Minute+30*time.Second))
 	e.freshness("cards", e.tb, e.tb.Add(19*time.Minute))
 }
 
@@ -81,7 +83,7 @@ func TestGetFeatures(t *testing.T) {
 			}
 			wantTop := map[string]any{
 				"featureset": "cards", "entity": tc.entity, "at": rfc(at),
-				"freshness": map[string]any{"batch_watermark": rfc(e.tb), "stream_latest_tile": rfc(e.tb.Add(19 * time.Minute))},
+				"freshness": map[string]any{"batch_watermark": rfc(e.tb), "stream_latest_tile": rfc(e.tb.Add(19 * time.Minute)), "stream_watermark": rfc(e.tb.Add(19*time.Minute + 30*time.Second))},
 			}
 			delete(r.body, "features")
 			if diff := cmp.Diff(wantTop, r.body); diff != "" {
@@ -139,7 +141,7 @@ func TestPostFeatures(t *testing.T) {
 			}},
 			map[string]any{"entity": "c1", "features": c1},
 		},
-		"freshness": map[string]any{"batch_watermark": rfc(e.tb), "stream_latest_tile": rfc(e.tb.Add(19 * time.Minute))},
+		"freshness": map[string]any{"batch_watermark": rfc(e.tb), "stream_latest_tile": rfc(e.tb.Add(19 * time.Minute)), "stream_watermark": rfc(e.tb.Add(19*time.Minute + 30*time.Second))},
 	}
 	if diff := cmp.Diff(want, r.body); diff != "" {
 		t.Errorf("response (-want +got):\n%s", diff)
@@ -279,23 +281,33 @@ func TestStatus(t *testing.T) {
 	tests := []struct {
 		name   string
 		tb, sl time.Time
+		sw     time.Time // stream watermark; zero: not written
 		want   map[string][2]any
 	}{
-		{"never written: stale", time.Time{}, time.Time{}, map[string][2]any{
+		{"never written: stale", time.Time{}, time.Time{}, time.Time{}, map[string][2]any{
 			"txn_count_1h": {num("1"), "STALE"}, "amount_max_1h": {num("5"), "STALE"}, "last_approved": {true, "STALE"}}},
-		{"stream current", e.tb, at.Add(-time.Minute), map[string][2]any{
+		{"stream current", e.tb, at.Add(-time.Minute), time.Time{}, map[string][2]any{
 			"txn_count_1h": {num("1"), "PRESENT"}, "amount_max_1h": {num("5"), "PRESENT"}, "last_approved": {true, "PRESENT"}}},
-		{"stream 5m behind: not yet stale", e.tb, at.Add(-5 * time.Minute), map[string][2]any{
+		{"stream 5m behind: not yet stale", e.tb, at.Add(-5 * time.Minute), time.Time{}, map[string][2]any{
 			"txn_count_1h": {num("1"), "PRESENT"}, "amount_max_1h": {num("5"), "PRESENT"}, "last_approved": {true, "PRESENT"}}},
-		{"stream 6m behind: stale", e.tb, at.Add(-6 * time.Minute), map[string][2]any{
+		{"stream 6m behind: stale", e.tb, at.Add(-6 * time.Minute), time.Time{}, map[string][2]any{
 			"txn_count_1h": {num("1"), "STALE"}, "amount_max_1h": {num("5"), "STALE"}, "last_approved": {true, "STALE"}}},
-		{"batch watermark current", at, e.tb, map[string][2]any{
+		{"batch watermark current", at, e.tb, time.Time{}, map[string][2]any{
+			"txn_count_1h": {num("0"), "PRESENT"}, "amount_max_1h": {nil, "NOT_FOUND"}, "last_approved": {nil, "NOT_FOUND"}}},
+		{"idle stream: newest tile old, watermark current", e.tb, e.tb.Add(time.Minute), at.Add(-30 * time.Second), map[string][2]any{
+			"txn_count_1h": {num("1"), "PRESENT"}, "amount_max_1h": {num("5"), "PRESENT"}, "last_approved": {true, "PRESENT"}}},
+		{"stopped stream: watermark 6m behind, newest tile current", e.tb, at.Add(-time.Minute), at.Add(-6 * time.Minute), map[string][2]any{
+			"txn_count_1h": {num("1"), "STALE"}, "amount_max_1h": {num("5"), "STALE"}, "last_approved": {true, "STALE"}}},
+		{"batch watermark current, stream watermark old", at, e.tb, e.tb, map[string][2]any{
 			"txn_count_1h": {num("0"), "PRESENT"}, "amount_max_1h": {nil, "NOT_FOUND"}, "last_approved": {nil, "NOT_FOUND"}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
 			e.write(e.cards, schemas.FamilyStream, e.card("s", e.tb.Add(time.Minute), "m", 5))
+			if !tc.sw.IsZero() {
+				e.streamWatermark("cards", tc.sw)
+			}
 			e.freshness("cards", tc.tb, tc.sl)
 			got := features(t, e.get("/v1/features/cards/s?features=txn_count_1h,amount_max_1h,last_approved&at="+rfc(at)))
 			if diff := cmp.Diff(tc.want, got); diff != "" {
@@ -489,6 +501,7 @@ func TestHealthAndMetrics(t *testing.T) {
 		`tandem_bigtable_read_errors_total{op="read_row"} 0`,
 		fmt.Sprintf(`tandem_batch_watermark_seconds{featureset="cards"} %g`, float64(e.tb.Unix())),
 		fmt.Sprintf(`tandem_stream_latest_tile_seconds{featureset="cards"} %g`, float64(e.tb.Add(19*time.Minute).Unix())),
+		fmt.Sprintf(`tandem_stream_watermark_seconds{featureset="cards"} %g`, float64(e.tb.Add(19*time.Minute+30*time.Second).Unix())),
 		`tandem_batch_watermark_seconds{featureset="users"} 0`,
 		`go_goroutines`,
 	} {

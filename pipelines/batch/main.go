@@ -252,10 +252,10 @@ func reportWatermark(ctx context.Context, cfg batchpipe.Config) {
 		return
 	}
 	defer cl.Close()
-	wm, _, err := bigtablestore.ReadMeta(ctx, cl.Open(cfg.Bigtable.Table), cfg.Set.Name)
+	meta, err := bigtablestore.ReadMeta(ctx, cl.Open(cfg.Bigtable.Table), cfg.Set.Name)
 	if err != nil {
 		slog.Warn("batch: cannot read the watermark back", "err", err)
 		return
 	}
-	slog.Info("batch: watermark in Bigtable", "set", cfg.Set.Name, "batch_watermark", wm.Format(time.RFC3339))
+	slog.Info("batch: watermark in Bigtable", "set", cfg.Set.Name, "batch_watermark", meta.BatchWatermark.Format(time.RFC3339))
 }

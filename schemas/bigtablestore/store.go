@@ -2,8 +2,9 @@
 // tiles (real Bigtable, Google's emulator or the in-process bttest emulator),
 // creates or verifies it with the column families and GC policies of the
 // layout in package schemas, and reads and writes the per-feature-set
-// metadata (the batch watermark, the newest stream tile). It does not import
-// Beam; the pipelines' writer and the server both use it.
+// metadata (the batch watermark, the newest stream tile, the stream
+// watermark). It does not import Beam; the pipelines' writer and the server
+// both use it.
 package bigtablestore
 
 import (
@@ -189,39 +190,50 @@ func EnsureTable(ctx context.Context, ac *bigtable.AdminClient, table string, se
 	return did, nil
 }
 
-// ReadMeta reads a feature set's metadata times: the batch watermark and the
-// start of the newest stream tile. A zero time means not written yet.
-func ReadMeta(ctx context.Context, tbl *bigtable.Table, set string) (batchWatermark, streamLatest time.Time, err error) {
+// Meta is a feature set's metadata (see schemas/layout.go). A zero time
+// means not written yet.
+type Meta struct {
+	BatchWatermark   time.Time
+	StreamLatestTile time.Time
+	StreamWatermark  time.Time
+}
+
+// ReadMeta reads a feature set's metadata.
+func ReadMeta(ctx context.Context, tbl *bigtable.Table, set string) (Meta, error) {
 	row, err := tbl.ReadRow(ctx, schemas.MetaRowKey(set), bigtable.RowFilter(bigtable.ChainFilters(
 		bigtable.FamilyFilter(schemas.FamilyMeta), bigtable.LatestNFilter(1))))
 	if err != nil {
-		return time.Time{}, time.Time{}, fmt.Errorf("read metadata of %s: %w", set, err)
+		return Meta{}, fmt.Errorf("read metadata of %s: %w", set, err)
 	}
+	var m Meta
 	for _, it := range row[schemas.FamilyMeta] {
 		t, perr := time.Parse(time.RFC3339Nano, string(it.Value))
 		if perr != nil {
-			return time.Time{}, time.Time{}, fmt.Errorf("read metadata of %s: %s = %q: %w", set, it.Column, it.Value, perr)
+			return Meta{}, fmt.Errorf("read metadata of %s: %s = %q: %w", set, it.Column, it.Value, perr)
 		}
 		switch it.Column {
 		case schemas.FamilyMeta + ":" + schemas.QualifierBatchWatermark:
-			batchWatermark = t
+			m.BatchWatermark = t
 		case schemas.FamilyMeta + ":" + schemas.QualifierStreamLatestTile:
-			streamLatest = t
+			m.StreamLatestTile = t
+		case schemas.FamilyMeta + ":" + schemas.QualifierStreamWatermark:
+			m.StreamWatermark = t
 		}
 	}
-	return batchWatermark, streamLatest, nil
+	return m, nil
 }
 
 // WriteMeta sets one metadata time of a feature set (qualifier
-// schemas.QualifierBatchWatermark or schemas.QualifierStreamLatestTile).
+// schemas.QualifierBatchWatermark, QualifierStreamLatestTile or
+// QualifierStreamWatermark).
 //
 // The batch watermark's cell is stamped with the time of writing, so the
-// last run's watermark wins. The newest stream tile's cell is stamped with
-// the tile start itself, so that concurrent writers never move it backwards:
-// the cell with the highest timestamp is the one read.
+// last run's watermark wins. The stream's cells are stamped with the time
+// they hold, so that concurrent writers never move them backwards: the
+// cell with the highest timestamp is the one read.
 func WriteMeta(ctx context.Context, tbl *bigtable.Table, set, qualifier string, t time.Time) error {
 	ts := bigtable.Now()
-	if qualifier == schemas.QualifierStreamLatestTile {
+	if qualifier != schemas.QualifierBatchWatermark {
 		ts = bigtable.Time(t).TruncateToMilliseconds()
 	}
 	m := bigtable.NewMutation()

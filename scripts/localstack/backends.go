@@ -2,28 +2,24 @@
 // Bigtable emulator and the Pub/Sub fake (in process, or Google's emulators
 // named by BIGTABLE_EMULATOR_HOST / PUBSUB_EMULATOR_HOST), the table, the
 // batch pipeline over generated history, the streaming pipeline over a live
-// stream of published events, and the serving API. The local command
-// (scripts/local) and the end-to-end tests (the oracle and fault tests) are
-// built from it.
+// stream of published events, and the serving API. The backends are
+// started by the streaming pipeline's package localstack
+// (pipelines/streaming/localstack); this one adds the clients, the
+// pipelines and the server. The local command (scripts/local) and the
+// end-to-end tests (the oracle and fault tests) are built from it.
 package localstack
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"cloud.google.com/go/bigtable"
-	"cloud.google.com/go/bigtable/bttest"
 	"cloud.google.com/go/pubsub/v2"
-	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
-	"cloud.google.com/go/pubsub/v2/pstest"
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
 
 	streamlocal "github.com/tandem-fp/tandem/pipelines/streaming/localstack"
 	"github.com/tandem-fp/tandem/schemas"
@@ -41,8 +37,7 @@ type Backends struct {
 	Client *bigtable.Client
 	Table  *bigtable.Table
 
-	bt         *bttest.Server
-	ps         *pstest.Server
+	stack      *streamlocal.Stack
 	psClient   *pubsub.Client
 	publishers map[string]*pubsub.Publisher
 }
@@ -52,67 +47,47 @@ type BackendOptions struct {
 	// Bigtable, when its Endpoint is empty and BIGTABLE_EMULATOR_HOST is
 	// unset, is replaced by the in-process emulator.
 	Bigtable bigtablestore.Config
-	// PubSubProject is the project of topics created for subscriptions.
+	// PubSubProject is the project of the client that publishes (default
+	// bigtablestore.DefaultProject); topics are in their subscriptions'
+	// projects.
 	PubSubProject string
 }
 
 // StartBackends starts (or connects to) Bigtable and Pub/Sub, creates the
 // table with the column families of the feature sets, and a topic and
 // subscription for each set's stream source: topic projects/P/topics/ID
-// for subscription projects/P/subscriptions/ID.
+// for subscription projects/P/subscriptions/ID (the streaming pipeline's
+// local stack, honouring BIGTABLE_EMULATOR_HOST and PUBSUB_EMULATOR_HOST),
+// and opens clients on them.
 func StartBackends(ctx context.Context, sets []*schemas.FeatureSet, o BackendOptions, logf func(string, ...any)) (*Backends, error) {
-	b := &Backends{Sets: sets, Bigtable: o.Bigtable, publishers: map[string]*pubsub.Publisher{}}
-	if b.Bigtable.Project == "" {
-		b.Bigtable = bigtablestore.Config{Project: bigtablestore.DefaultProject, Instance: bigtablestore.DefaultInstance, Table: bigtablestore.DefaultTable}
+	st, err := streamlocal.Start(ctx, streamlocal.Options{
+		Bigtable:    o.Bigtable,
+		FromEnv:     true,
+		AckDeadline: 60 * time.Second,
+		Logf:        logf,
+	}, sets...)
+	if err != nil {
+		return nil, err
 	}
+	b := &Backends{Sets: sets, Bigtable: st.BigtableConfig, PubSub: st.PubSubEndpoint, stack: st, publishers: map[string]*pubsub.Publisher{}}
 	ok := false
 	defer func() {
 		if !ok {
 			b.Close()
 		}
 	}()
-	if b.Bigtable.Endpoint == "" && os.Getenv("BIGTABLE_EMULATOR_HOST") == "" {
-		srv, cfg, err := bigtablestore.StartEmulator()
-		if err != nil {
-			return nil, err
-		}
-		b.bt, b.Bigtable.Endpoint = srv, cfg.Endpoint
-		logf("started the in-process Bigtable emulator at %s", srv.Addr)
-	} else {
-		logf("using Bigtable at %s", b.Bigtable)
-	}
-	ac, err := b.Bigtable.NewAdminClient(ctx)
-	if err != nil {
-		return nil, err
-	}
-	did, err := bigtablestore.EnsureTable(ctx, ac, b.Bigtable.Table, sets)
-	ac.Close()
-	if err != nil {
-		return nil, err
-	}
-	for _, d := range did {
-		logf("table %s: %s", b.Bigtable.Table, d)
-	}
 	if b.Client, err = b.Bigtable.NewClient(ctx); err != nil {
 		return nil, err
 	}
 	b.Table = b.Client.Open(b.Bigtable.Table)
 
-	var opts []option.ClientOption
-	if os.Getenv("PUBSUB_EMULATOR_HOST") == "" {
-		b.ps = pstest.NewServerWithAddress("127.0.0.1:0")
-		b.PubSub = pubsubread.Endpoint{Emulator: b.ps.Addr}
-		opts = append(opts, option.WithEndpoint(b.ps.Addr), option.WithoutAuthentication(),
-			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
-		logf("started the in-process Pub/Sub fake at %s", b.ps.Addr)
-	} else {
-		logf("using the Pub/Sub emulator at %s", os.Getenv("PUBSUB_EMULATOR_HOST"))
-	}
 	project := o.PubSubProject
 	if project == "" {
 		project = bigtablestore.DefaultProject
 	}
-	if b.psClient, err = pubsub.NewClient(ctx, project, opts...); err != nil {
+	if b.psClient, err = pubsub.NewClient(ctx, project,
+		option.WithEndpoint(b.PubSub.Emulator), option.WithoutAuthentication(),
+		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials()))); err != nil {
 		return nil, fmt.Errorf("pubsub client: %w", err)
 	}
 	for _, set := range sets {
@@ -120,24 +95,10 @@ func StartBackends(ctx context.Context, sets []*schemas.FeatureSet, o BackendOpt
 		if sub == "" {
 			continue
 		}
-		if _, _, err := pubsubread.Subscription(sub).Parse(); err != nil {
-			return nil, err
-		}
-		// The same topic naming as the streaming pipeline's own fakes.
-		topic := streamlocal.Topic(pubsubread.Subscription(sub))
-		if _, err := b.psClient.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: topic}); err != nil && status.Code(err) != codes.AlreadyExists {
-			return nil, fmt.Errorf("create topic %s: %w", topic, err)
-		}
-		if _, err := b.psClient.SubscriptionAdminClient.CreateSubscription(ctx, &pubsubpb.Subscription{
-			Name: sub, Topic: topic, AckDeadlineSeconds: 60,
-		}); err != nil && status.Code(err) != codes.AlreadyExists {
-			return nil, fmt.Errorf("create subscription %s: %w", sub, err)
-		}
-		p := b.psClient.Publisher(topic)
+		p := b.psClient.Publisher(streamlocal.Topic(pubsubread.Subscription(sub)))
 		p.PublishSettings.DelayThreshold = 5 * time.Millisecond
 		p.PublishSettings.CountThreshold = 1000
 		b.publishers[set.Name] = p
-		logf("pubsub: topic %s → subscription %s", topic, sub)
 	}
 	ok = true
 	return b, nil
@@ -178,11 +139,8 @@ func (b *Backends) Close() {
 	if b.Client != nil {
 		b.Client.Close()
 	}
-	if b.ps != nil {
-		b.ps.Close()
-	}
-	if b.bt != nil {
-		b.bt.Close()
+	if b.stack != nil {
+		b.stack.Close()
 	}
 }
 
@@ -199,10 +157,10 @@ func (b *Backends) set(name string) *schemas.FeatureSet {
 // Unacked returns how many published messages no subscriber has
 // acknowledged yet; ok is false when Pub/Sub is not the in-process fake.
 func (b *Backends) Unacked() (n int, ok bool) {
-	if b.ps == nil {
+	if b.stack.PubSub == nil {
 		return 0, false
 	}
-	for _, m := range b.ps.Messages() {
+	for _, m := range b.stack.PubSub.Messages() {
 		if m.Acks == 0 {
 			n++
 		}

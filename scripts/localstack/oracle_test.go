@@ -226,12 +226,10 @@ type entityJSON struct {
 	Features map[string]featureJSON `json:"features"`
 }
 
-// TestOracle runs history through the batch pipeline and a live stream
-// through the streaming pipeline, then checks every value the HTTP API
-// serves at several read times against the brute-force computation.
-func TestOracle(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-	defer cancel()
+// startOracleBackends starts backends for the feature set of
+// testdata/oracle.yaml. Close them when done.
+func startOracleBackends(ctx context.Context, t *testing.T) (*schemas.FeatureSet, *Backends) {
+	t.Helper()
 	set, err := schemas.Load(filepath.Join("testdata", "oracle.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -240,6 +238,16 @@ func TestOracle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return set, b
+}
+
+// TestOracle runs history through the batch pipeline and a live stream
+// through the streaming pipeline, then checks every value the HTTP API
+// serves at several read times against the brute-force computation.
+func TestOracle(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	set, b := startOracleBackends(ctx, t)
 	defer b.Close()
 
 	// The last read (t0 + 4h32m) must not be in the future.

@@ -110,6 +110,7 @@ func (v Value) Time() (time.Time, bool) {
 type Freshness struct {
 	BatchWatermark   time.Time `json:"batch_watermark"`
 	StreamLatestTile time.Time `json:"stream_latest_tile"`
+	StreamWatermark  time.Time `json:"stream_watermark"`
 }
 
 // EntityFeatures is the answer of Get.

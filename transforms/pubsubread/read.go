@@ -109,8 +109,9 @@ type Config struct {
 	IdleAdvance time.Duration `json:"idle_advance"`
 	// AckExtension is the ack deadline set while messages are in flight.
 	AckExtension time.Duration `json:"ack_extension"`
-	// DrainName, when set, lets Drain(DrainName) stop the source.
-	DrainName string `json:"drain_name,omitempty"`
+	// Name, when set, names the source in this process: Drain(Name) stops
+	// it and Watermark(Name) reports its watermark.
+	Name string `json:"name,omitempty"`
 }
 
 func (c *Config) defaults() {
@@ -150,26 +151,58 @@ func Read(s beam.Scope, set *schemas.FeatureSet, cfg Config) beam.PCollection {
 	return beam.ParDo(s, &readFn{Set: set, Config: cfg}, beam.Impulse(s))
 }
 
-// Drain asks the sources configured with DrainName name in this process to
-// stop pulling: each finishes its bundle and returns Stop.
+// Drain asks the sources named name (Config.Name) in this process to stop
+// pulling: each finishes its bundle and returns Stop.
 func Drain(name string) {
-	drains.Lock()
-	drains.m[name] = true
-	drains.Unlock()
+	named.Lock()
+	named.m[name] = namedSource{drain: true, watermark: named.m[name].watermark}
+	named.Unlock()
 }
 
-var drains = struct {
+// Watermark is the watermark of the source named name (Config.Name) in this
+// process as its last bundle ended, Unix microseconds; 0 before it has
+// seen an event. Every message of that bundle and of the bundles before it
+// has been emitted: a stage fused with the source that reads it in
+// FinishBundle, after handling the bundle's messages, has handled every
+// message with an event time up to it that the source has read (one bundle
+// at a time: the source reads one restriction).
+func Watermark(name string) int64 {
+	named.Lock()
+	defer named.Unlock()
+	return named.m[name].watermark
+}
+
+// named holds what Drain and Watermark share with the sources, by name.
+var named = struct {
 	sync.Mutex
-	m map[string]bool
-}{m: map[string]bool{}}
+	m map[string]namedSource
+}{m: map[string]namedSource{}}
+
+type namedSource struct {
+	drain     bool
+	watermark int64
+}
 
 func draining(name string) bool {
 	if name == "" {
 		return false
 	}
-	drains.Lock()
-	defer drains.Unlock()
-	return drains.m[name]
+	named.Lock()
+	defer named.Unlock()
+	return named.m[name].drain
+}
+
+// publishWatermark records the watermark of the source named name as its
+// bundle ends.
+func publishWatermark(name string, w *watermarkEstimator) {
+	if name == "" || !w.state.Seen {
+		return
+	}
+	named.Lock()
+	defer named.Unlock()
+	s := named.m[name]
+	s.watermark = max(s.watermark, w.state.Watermark)
+	named.m[name] = s
 }
 
 type readFn struct {
@@ -298,6 +331,7 @@ func (fn *readFn) WatermarkEstimatorState(w *watermarkEstimator) WatermarkState 
 
 func (fn *readFn) ProcessElement(ctx context.Context, we *watermarkEstimator, rt *sdf.LockRTracker, _ []byte, emit func(beam.EventTime, Message)) (sdf.ProcessContinuation, error) {
 	cfg := &fn.Config
+	defer publishWatermark(cfg.Name, we)
 	pos := rt.GetRestriction().(Restriction).Start
 	start := time.Now()
 	var first time.Time // first message of this bundle
@@ -307,7 +341,7 @@ func (fn *readFn) ProcessElement(ctx context.Context, we *watermarkEstimator, rt
 		now := time.Now()
 		we.idle(now)
 		switch {
-		case draining(cfg.DrainName), cfg.MaxIdle > 0 && now.Sub(fn.idleSince) >= cfg.MaxIdle:
+		case draining(cfg.Name), cfg.MaxIdle > 0 && now.Sub(fn.idleSince) >= cfg.MaxIdle:
 			rt.TryClaim(int64(math.MaxInt64)) // ends the restriction
 			return sdf.StopProcessing(), nil
 		case n >= cfg.BundleSize, n > 0 && now.Sub(first) >= cfg.BundleWait:

@@ -248,11 +248,11 @@ func watermark(t *testing.T, cfg bigtablestore.Config, set *schemas.FeatureSet) 
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	wm, _, err := bigtablestore.ReadMeta(ctx, cl.Open(cfg.Table), set.Name)
+	meta, err := bigtablestore.ReadMeta(ctx, cl.Open(cfg.Table), set.Name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return wm
+	return meta.BatchWatermark
 }
 
 // diffTiles reports tiles that differ, floats within 1e-9 relative.

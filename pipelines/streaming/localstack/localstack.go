@@ -1,14 +1,18 @@
 // Package localstack runs what the streaming pipeline needs locally with no
 // cloud at all: the in-process Pub/Sub fake (pstest) with a topic and
-// subscription, and the in-process Bigtable emulator (bttest) with Tandem's
-// table. The streaming command's --emulator, the tests, the benchmark and
-// the emulator host used by the kill test (scripts/emulators) start it.
+// subscription per feature set, and the in-process Bigtable emulator
+// (bttest) with Tandem's table; or, on request, Google's emulators named by
+// BIGTABLE_EMULATOR_HOST / PUBSUB_EMULATOR_HOST. The streaming command's
+// --emulator, the tests, the benchmark, the emulator host used by the kill
+// test (scripts/emulators) and the whole local platform (scripts/localstack)
+// start it.
 package localstack
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -29,11 +33,14 @@ import (
 
 // Stack is a running Pub/Sub fake and Bigtable emulator.
 type Stack struct {
+	// PubSub and Bigtable are the in-process servers; each is nil when
+	// Start used a running emulator instead (Options.FromEnv,
+	// Options.Bigtable).
 	PubSub   *pstest.Server
 	Bigtable *bttest.Server
-	// BigtableConfig points at the emulator's Tandem table.
+	// BigtableConfig points at the Tandem table.
 	BigtableConfig bigtablestore.Config
-	// PubSubEndpoint points at the fake.
+	// PubSubEndpoint points at the fake (or the emulator).
 	PubSubEndpoint pubsubread.Endpoint
 }
 
@@ -41,55 +48,90 @@ type Stack struct {
 type Options struct {
 	PubSubAddr   string // host:port
 	BigtableAddr string // host:port
+	// Bigtable names the table (default, when its Project is empty:
+	// bigtablestore.Default*). When its Endpoint is set, that Bigtable
+	// emulator is used and none is started.
+	Bigtable bigtablestore.Config
+	// FromEnv uses the emulators named by BIGTABLE_EMULATOR_HOST and
+	// PUBSUB_EMULATOR_HOST, where set, instead of starting in-process ones.
+	FromEnv bool
 	// AckDeadline of the subscriptions created (default 10s, the minimum).
 	AckDeadline time.Duration
 	// PubSubReactors intercept calls to the fake (pstest), for example to
 	// count acknowledgements in a benchmark.
 	PubSubReactors []pstest.ServerReactorOption
+	// Logf, when set, is told what Start starts or uses and what it creates.
+	Logf func(format string, args ...any)
 }
 
-// Start starts both servers and creates, for each feature set, the topic
-// and subscription of its stream source (the topic named like the
-// subscription) and the table.
+// maxBigtableRequest is how large a request the in-process Bigtable
+// emulator accepts: like real Bigtable (and bigtablestore.StartEmulator),
+// far more than gRPC's default 4 MiB.
+const maxBigtableRequest = 256 << 20
+
+// Start starts (or, see Options, connects to) both servers and creates the
+// table with the column families of the feature sets and, for each set, the
+// topic and subscription of its stream source (the topic named like the
+// subscription, see Topic).
 func Start(ctx context.Context, o Options, sets ...*schemas.FeatureSet) (*Stack, error) {
-	st := &Stack{}
-	if o.PubSubAddr == "" {
-		st.PubSub = pstest.NewServer(o.PubSubReactors...)
-	} else {
-		st.PubSub = pstest.NewServerWithAddress(o.PubSubAddr, o.PubSubReactors...)
+	logf := o.Logf
+	if logf == nil {
+		logf = func(string, ...any) {}
 	}
-	st.PubSubEndpoint = pubsubread.Endpoint{Emulator: st.PubSub.Addr}
-	addr := o.BigtableAddr
-	if addr == "" {
-		addr = "127.0.0.1:0"
+	st := &Stack{BigtableConfig: o.Bigtable}
+	if st.BigtableConfig.Project == "" {
+		st.BigtableConfig = bigtablestore.Config{Project: bigtablestore.DefaultProject, Instance: bigtablestore.DefaultInstance, Table: bigtablestore.DefaultTable}
 	}
-	bt, err := bttest.NewServer(addr)
-	if err != nil {
-		st.PubSub.Close()
-		return nil, fmt.Errorf("start bigtable emulator on %s: %w", addr, err)
-	}
-	st.Bigtable = bt
-	st.BigtableConfig = bigtablestore.Config{
-		Project:  bigtablestore.DefaultProject,
-		Instance: bigtablestore.DefaultInstance,
-		Table:    bigtablestore.DefaultTable,
-		Endpoint: bt.Addr,
-	}
-	if err := st.setup(ctx, o, sets); err != nil {
+	if err := st.start(ctx, o, sets, logf); err != nil {
 		st.Close()
 		return nil, err
 	}
 	return st, nil
 }
 
-func (st *Stack) setup(ctx context.Context, o Options, sets []*schemas.FeatureSet) error {
+func (st *Stack) start(ctx context.Context, o Options, sets []*schemas.FeatureSet, logf func(string, ...any)) error {
+	var btHost, psHost string // emulators to use instead of in-process ones
+	if o.FromEnv {
+		btHost, psHost = os.Getenv("BIGTABLE_EMULATOR_HOST"), os.Getenv("PUBSUB_EMULATOR_HOST")
+	}
+	if st.BigtableConfig.Endpoint == "" && btHost == "" {
+		addr := o.BigtableAddr
+		if addr == "" {
+			addr = "127.0.0.1:0"
+		}
+		bt, err := bttest.NewServer(addr, grpc.MaxRecvMsgSize(maxBigtableRequest))
+		if err != nil {
+			return fmt.Errorf("start bigtable emulator on %s: %w", addr, err)
+		}
+		st.Bigtable, st.BigtableConfig.Endpoint = bt, bt.Addr
+		logf("started the in-process Bigtable emulator at %s", bt.Addr)
+	} else {
+		logf("using Bigtable at %s", st.BigtableConfig)
+	}
 	ac, err := st.BigtableConfig.NewAdminClient(ctx)
 	if err != nil {
 		return err
 	}
-	defer ac.Close()
-	if _, err := bigtablestore.EnsureTable(ctx, ac, st.BigtableConfig.Table, sets); err != nil {
+	did, err := bigtablestore.EnsureTable(ctx, ac, st.BigtableConfig.Table, sets)
+	ac.Close()
+	if err != nil {
 		return err
+	}
+	for _, d := range did {
+		logf("table %s: %s", st.BigtableConfig.Table, d)
+	}
+
+	if psHost != "" {
+		st.PubSubEndpoint = pubsubread.Endpoint{Emulator: psHost}
+		logf("using the Pub/Sub emulator at %s", psHost)
+	} else {
+		addr := o.PubSubAddr
+		if addr == "" {
+			addr = "127.0.0.1:0"
+		}
+		st.PubSub = pstest.NewServerWithAddress(addr, o.PubSubReactors...)
+		st.PubSubEndpoint = pubsubread.Endpoint{Emulator: st.PubSub.Addr}
+		logf("started the in-process Pub/Sub fake at %s", st.PubSub.Addr)
 	}
 	deadline := max(o.AckDeadline, 10*time.Second)
 	for _, set := range sets {
@@ -100,6 +142,7 @@ func (st *Stack) setup(ctx context.Context, o Options, sets []*schemas.FeatureSe
 		if err := st.CreateSubscription(ctx, sub, deadline); err != nil {
 			return err
 		}
+		logf("pubsub: topic %s → subscription %s", Topic(sub), sub)
 	}
 	return nil
 }
@@ -151,7 +194,7 @@ func CreateSubscription(ctx context.Context, ep pubsubread.Endpoint, sub pubsubr
 
 func exists(err error) bool { return status.Code(err) == codes.AlreadyExists }
 
-// Close stops both servers.
+// Close stops the in-process servers.
 func (st *Stack) Close() error {
 	var errs []error
 	if st.PubSub != nil {

@@ -121,9 +121,14 @@ type entityTilesFn struct {
 	client  *bigtable.Client
 	table   *bigtable.Table
 	pending map[string]map[transforms.TileID][]byte // row → tile → value
-	newest  int64
-	written int64
-	counter sinkCounters
+	newest  int64 // start of the newest tile this instance wrote
+	written int64 // newest as written to the metadata row
+	// The newest event time this instance wrote, and as written to the
+	// metadata row as the stream watermark: on Dataflow the DoFn does not
+	// see its input watermark, so an idle stream's watermark stands still
+	// (and its values turn STALE after the server's --stale_after).
+	newestEvent, writtenEvent int64
+	counter                   sinkCounters
 }
 
 func (fn *entityTilesFn) Setup(ctx context.Context) error {
@@ -215,6 +220,7 @@ func (fn *entityTilesFn) ProcessElement(ctx context.Context, sp state.Provider, 
 		row[id] = enc
 	}
 	fn.newest = max(fn.newest, schemas.TileStart(e.Time, set.MinTile()))
+	fn.newestEvent = max(fn.newestEvent, e.Time)
 	fn.counter.events.Inc(ctx, 1)
 	return fn.setGC(sp, tp, et.Tiles)
 }
@@ -303,6 +309,12 @@ func (fn *entityTilesFn) FinishBundle(ctx context.Context, _ func(transforms.Dea
 			return err
 		}
 		fn.written = fn.newest
+	}
+	if fn.newestEvent > fn.writtenEvent {
+		if err := bigtablestore.WriteMeta(ctx, fn.table, fn.Set.Name, schemas.QualifierStreamWatermark, time.UnixMicro(fn.newestEvent)); err != nil {
+			return err
+		}
+		fn.writtenEvent = fn.newestEvent
 	}
 	return nil
 }

@@ -31,7 +31,9 @@ func init() {
 // tiles of its entity, and at the end of the bundle writes, in order, the
 // bundle's dead letters (synced to disk), its dirty tiles (bulk, to the
 // stream family) and the newest-tile metadata, and only then acknowledges
-// the bundle's messages. A message is therefore acknowledged only once its
+// the bundle's messages. Last, with or without messages in the bundle, it
+// writes the source's watermark as the stream watermark (about once a
+// second): every message read with an event time up to it is now written. A message is therefore acknowledged only once its
 // effect is durable; a crash in between makes Pub/Sub redeliver it, and a
 // message whose tiles were written but not yet acknowledged is counted
 // twice: duplicates are bounded by one bundle (Config.BundleSize) per crash.
@@ -180,7 +182,7 @@ func (fn *localSinkFn) FinishBundle(ctx context.Context, progress func(beam.Even
 		if err := fn.cache.write(ctx, fn.table, fn.events, &fn.batch, &fn.counters); err != nil {
 			return err
 		}
-		if err := fn.cache.writeMeta(ctx, fn.table, fn.MetaEvery, false); err != nil {
+		if err := fn.cache.writeLatestTile(ctx, fn.table, fn.MetaEvery); err != nil {
 			return err
 		}
 	}
@@ -189,6 +191,11 @@ func (fn *localSinkFn) FinishBundle(ctx context.Context, progress func(beam.Even
 		if err := fn.acker.Ack(ctx, fn.ackIDs); err != nil {
 			return err
 		}
+	}
+	// 4. The stream watermark: what the source had read when this bundle
+	// ended is written.
+	if err := fn.cache.writeWatermark(ctx, fn.table, pubsubread.Watermark(fn.Run)); err != nil {
+		return err
 	}
 	fn.cache.gc(fn.horizon)
 	if n := len(fn.ackIDs); n > 0 {
@@ -241,8 +248,37 @@ type tileCache struct {
 	entities   map[string]*entityTiles
 	lastGC     time.Time
 	newestTile int64 // start of the newest tile written (smallest tile size)
-	metaTile   int64 // newestTile as last written to the metadata row
-	metaAt     time.Time
+
+	// The metadata cells the cache writes.
+	latestTile metaCell // schemas.QualifierStreamLatestTile
+	watermark  metaCell // schemas.QualifierStreamWatermark
+}
+
+// metaCell is one stream metadata cell of a feature set: it writes a time
+// that only moves forward, when it moved, at most once per interval.
+type metaCell struct {
+	mu      sync.Mutex
+	written int64 // Unix microseconds, as last written
+	at      time.Time
+}
+
+// write writes t (Unix microseconds) to the cell qualifier of set's
+// metadata row when it is newer than what was written and every has passed
+// since the last write.
+func (m *metaCell) write(ctx context.Context, tbl *bigtable.Table, set, qualifier string, t int64, every time.Duration) error {
+	m.mu.Lock()
+	due := t > m.written && time.Since(m.at) >= every
+	m.mu.Unlock()
+	if !due {
+		return nil
+	}
+	if err := bigtablestore.WriteMeta(ctx, tbl, set, qualifier, time.UnixMicro(t)); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.written, m.at = max(m.written, t), time.Now()
+	m.mu.Unlock()
+	return nil
 }
 
 var caches = struct {
@@ -356,22 +392,24 @@ func (c *tileCache) invalidate(events map[string][]schemas.Event) {
 	}
 }
 
-// writeMeta writes the start of the newest tile written to the feature
-// set's metadata row when it moved, at most once per every unless force.
-func (c *tileCache) writeMeta(ctx context.Context, tbl *bigtable.Table, every time.Duration, force bool) error {
+// writeLatestTile writes the start of the newest tile written to the feature
+// set's metadata row when it moved, at most once per every.
+func (c *tileCache) writeLatestTile(ctx context.Context, tbl *bigtable.Table, every time.Duration) error {
 	c.mu.Lock()
-	tile, due := c.newestTile, c.newestTile > c.metaTile && (force || time.Since(c.metaAt) >= every)
+	tile := c.newestTile
 	c.mu.Unlock()
-	if !due {
-		return nil
-	}
-	if err := bigtablestore.WriteMeta(ctx, tbl, c.set.Name, schemas.QualifierStreamLatestTile, time.UnixMicro(tile)); err != nil {
-		return err
-	}
-	c.mu.Lock()
-	c.metaTile, c.metaAt = max(c.metaTile, tile), time.Now()
-	c.mu.Unlock()
-	return nil
+	return c.latestTile.write(ctx, tbl, c.set.Name, schemas.QualifierStreamLatestTile, tile, every)
+}
+
+// watermarkEvery is how often the stream watermark is written while it
+// moves. A reader calls the stream side behind when it trails the read time
+// by the server's --stale_after (minutes), so a second is plenty.
+const watermarkEvery = time.Second
+
+// writeWatermark writes w (Unix microseconds) as the feature set's stream
+// watermark when it moved, at most once per watermarkEvery.
+func (c *tileCache) writeWatermark(ctx context.Context, tbl *bigtable.Table, w int64) error {
+	return c.watermark.write(ctx, tbl, c.set.Name, schemas.QualifierStreamWatermark, w, watermarkEvery)
 }
 
 // gcEvery bounds how often the cache is swept.

@@ -1,8 +1,8 @@
 // Package streampipe builds and runs Tandem's streaming pipeline: JSON
 // events of one feature set from a Pub/Sub subscription → stream tiles in
 // Bigtable (family stream, one cell per tile, written whole) plus the
-// feature set's newest-stream-tile metadata; undecodable and late events go
-// to a dead-letter output, counted.
+// feature set's stream metadata (newest tile, stream watermark); undecodable
+// and late events go to a dead-letter output, counted.
 //
 // Two variants share the tile logic (entityTiles: full tiles, seeded from
 // their stored cells when first touched, dropped once the watermark is past
@@ -75,7 +75,7 @@ type Options struct {
 	TimestampAttribute string
 	IDAttribute        string
 	// Source tunes the local source; its Subscription, Endpoint, MaxIdle,
-	// MaxMessages, AllowedLateness and DrainName are set from the options.
+	// MaxMessages, AllowedLateness and Name are set from the options.
 	Source pubsubread.Config
 	// DrainName, when set, lets Drain(DrainName) stop a local run gracefully.
 	DrainName string
@@ -135,7 +135,7 @@ func buildLocal(s beam.Scope, o Options) {
 	src.MaxIdle = o.MaxIdle
 	src.MaxMessages = o.MaxEvents
 	src.AllowedLateness = o.Set.AllowedLateness
-	src.DrainName = o.DrainName
+	src.Name = o.DrainName
 	if src.AckExtension <= 0 {
 		src.AckExtension = pubsubread.DefaultAckExtension
 	}

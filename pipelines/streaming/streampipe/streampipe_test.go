@@ -212,7 +212,31 @@ func TestLocalEndToEnd(t *testing.T) {
 			t.Errorf("counter %s = %d, want %d (all: %v)", name, got, want, res.Counters)
 		}
 	}
-	checkLatestTile(t, st.BigtableConfig, set, t0.Add(30*time.Minute))
+	meta := readMeta(t, st.BigtableConfig, set)
+	if want := t0.Add(30 * time.Minute); !meta.StreamLatestTile.Equal(want) {
+		t.Errorf("stream latest tile = %s, want %s", meta.StreamLatestTile, want)
+	}
+	// The watermark reached the newest event time, and moved on by less
+	// than the idle time before the source stopped.
+	if newest := t0.Add(30 * time.Minute); meta.StreamWatermark.Before(newest) || meta.StreamWatermark.After(newest.Add(3*time.Second)) {
+		t.Errorf("stream watermark = %s, want within 3s after the newest event time %s", meta.StreamWatermark, newest)
+	}
+}
+
+// TestStreamWatermarkMovesWhileIdle: after the last event the subscription
+// stays idle; the stream watermark written to Bigtable moves on from the
+// event's time with the clock (after the source's idle advance of 2s).
+func TestStreamWatermarkMovesWhileIdle(t *testing.T) {
+	set := testSet(t)
+	st := startStack(t, set)
+	publish(st, set, jsonEvent("c_1", "m_1", 1, t0))
+	o := options(st, set, "")
+	o.MaxIdle = 6 * time.Second
+	wait(t, runAsync(o), 2*time.Minute)
+	got := readMeta(t, st.BigtableConfig, set).StreamWatermark
+	if got.Before(t0.Add(time.Second)) || got.After(t0.Add(6*time.Second)) {
+		t.Errorf("stream watermark = %s after 6s idle, want 1s to 6s after the event time %s", got, t0)
+	}
 }
 
 // TestRestartSeedsTiles runs the pipeline twice over events of the same
@@ -323,7 +347,7 @@ func storedTiles(t *testing.T, cfg bigtablestore.Config, set *schemas.FeatureSet
 	return out
 }
 
-func checkLatestTile(t *testing.T, cfg bigtablestore.Config, set *schemas.FeatureSet, want time.Time) {
+func readMeta(t *testing.T, cfg bigtablestore.Config, set *schemas.FeatureSet) bigtablestore.Meta {
 	t.Helper()
 	ctx := context.Background()
 	cl, err := cfg.NewClient(ctx)
@@ -331,13 +355,11 @@ func checkLatestTile(t *testing.T, cfg bigtablestore.Config, set *schemas.Featur
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	_, latest, err := bigtablestore.ReadMeta(ctx, cl.Open(cfg.Table), set.Name)
+	meta, err := bigtablestore.ReadMeta(ctx, cl.Open(cfg.Table), set.Name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !latest.Equal(want) {
-		t.Errorf("stream latest tile = %s, want %s", latest, want)
-	}
+	return meta
 }
 
 func formatTile(entity, qualifier string, start int64, p aggregate.Partial) string {
