@@ -30,12 +30,12 @@ import (
 //	meta:batch_watermark     RFC 3339 time T_b, written last by a batch run
 //	meta:stream_latest_tile  RFC 3339 start of the newest tile the streaming
 //	                         pipeline has written
-//	meta:stream_watermark    RFC 3339 event time up to which the streaming
-//	                         pipeline has written what it has read: its
-//	                         source's watermark after a write (the newest
-//	                         event time seen, moving on with the clock while
-//	                         the subscription is idle); rewritten about once
-//	                         a second while the pipeline runs, so it stops
+//	meta:stream_watermark    RFC 3339 time up to which the streaming pipeline
+//	                         has written what it read: the later of its
+//	                         source's watermark (the newest event time read)
+//	                         and the last moment a pull found the
+//	                         subscription empty; rewritten about once a
+//	                         second while the pipeline runs, so it stops
 //	                         moving when the pipeline stops or falls behind
 const (
 	FamilyBatch  = "batch"

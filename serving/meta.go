@@ -13,9 +13,9 @@ import (
 // Freshness is what a feature set's values are built from: the batch
 // watermark T_b (batch tiles cover event time before it), the start of the
 // newest tile the streaming pipeline has written, and the stream watermark
-// (the event time up to which the streaming pipeline has written what it
-// read; it moves on with the clock while the subscription is idle). A zero
-// time means the pipeline has not written it yet.
+// (the time up to which the streaming pipeline has written what it read:
+// the newest event time read, or the last moment it found its subscription
+// empty). A zero time means the pipeline has not written it yet.
 type Freshness struct {
 	BatchWatermark   time.Time
 	StreamLatestTile time.Time

@@ -8,10 +8,10 @@
 // algebra as the batch pipeline), folded into the whole tile and written
 // whole to the tile's cell in the stream column family; and, in the set's
 // metadata row, the start of the newest tile written (stream_latest_tile)
-// and the stream watermark (stream_watermark: the event time up to which
-// what was read is written, rewritten about once a second, moving on with
-// the clock while the subscription is idle; the server marks values STALE
-// when it falls behind).
+// and the stream watermark (stream_watermark: the time up to which what was
+// read is written — the newest event time read, or the last moment a pull
+// found the subscription empty — rewritten about once a second; the server
+// marks values STALE when it falls behind).
 //
 // Inputs: a Pub/Sub subscription (--subscription, default the feature set's
 // stream source). Locally the messages are read by Tandem's own unbounded

@@ -110,7 +110,7 @@ type Config struct {
 	// AckExtension is the ack deadline set while messages are in flight.
 	AckExtension time.Duration `json:"ack_extension"`
 	// Name, when set, names the source in this process: Drain(Name) stops
-	// it and Watermark(Name) reports its watermark.
+	// it and Complete(Name) reports how far it has read.
 	Name string `json:"name,omitempty"`
 }
 
@@ -155,32 +155,35 @@ func Read(s beam.Scope, set *schemas.FeatureSet, cfg Config) beam.PCollection {
 // pulling: each finishes its bundle and returns Stop.
 func Drain(name string) {
 	named.Lock()
-	named.m[name] = namedSource{drain: true, watermark: named.m[name].watermark}
+	named.m[name] = namedSource{drain: true, complete: named.m[name].complete}
 	named.Unlock()
 }
 
-// Watermark is the watermark of the source named name (Config.Name) in this
-// process as its last bundle ended, Unix microseconds; 0 before it has
-// seen an event. Every message of that bundle and of the bundles before it
-// has been emitted: a stage fused with the source that reads it in
-// FinishBundle, after handling the bundle's messages, has handled every
-// message with an event time up to it that the source has read (one bundle
-// at a time: the source reads one restriction).
-func Watermark(name string) int64 {
+// Complete is the time up to which the source named name (Config.Name) in
+// this process had read its subscription when its last bundle ended, Unix
+// microseconds: the later of its watermark (the newest event time read,
+// moving on while idle) and the last moment a pull found the subscription
+// empty (everything published before it had been read). 0 before either.
+// Every message of that bundle and of the bundles before it has been
+// emitted: a stage fused with the source that reads Complete in
+// FinishBundle, after handling the bundle's messages, has handled
+// everything the source read up to it (one bundle at a time: the source
+// reads one restriction).
+func Complete(name string) int64 {
 	named.Lock()
 	defer named.Unlock()
-	return named.m[name].watermark
+	return named.m[name].complete
 }
 
-// named holds what Drain and Watermark share with the sources, by name.
+// named holds what Drain and Complete share with the sources, by name.
 var named = struct {
 	sync.Mutex
 	m map[string]namedSource
 }{m: map[string]namedSource{}}
 
 type namedSource struct {
-	drain     bool
-	watermark int64
+	drain    bool
+	complete int64
 }
 
 func draining(name string) bool {
@@ -192,16 +195,21 @@ func draining(name string) bool {
 	return named.m[name].drain
 }
 
-// publishWatermark records the watermark of the source named name as its
-// bundle ends.
-func publishWatermark(name string, w *watermarkEstimator) {
-	if name == "" || !w.state.Seen {
+// publishComplete records, as a bundle of the source named name ends, its
+// watermark and the last moment (Unix microseconds, 0 for none) a pull
+// found the subscription empty.
+func publishComplete(name string, w *watermarkEstimator, emptyAt int64) {
+	if name == "" {
 		return
+	}
+	c := emptyAt
+	if w.state.Seen {
+		c = max(c, w.state.Watermark)
 	}
 	named.Lock()
 	defer named.Unlock()
 	s := named.m[name]
-	s.watermark = max(s.watermark, w.state.Watermark)
+	s.complete = max(s.complete, c)
 	named.m[name] = s
 }
 
@@ -331,7 +339,8 @@ func (fn *readFn) WatermarkEstimatorState(w *watermarkEstimator) WatermarkState 
 
 func (fn *readFn) ProcessElement(ctx context.Context, we *watermarkEstimator, rt *sdf.LockRTracker, _ []byte, emit func(beam.EventTime, Message)) (sdf.ProcessContinuation, error) {
 	cfg := &fn.Config
-	defer publishWatermark(cfg.Name, we)
+	var emptyAt int64 // when a pull last found the subscription empty
+	defer func() { publishComplete(cfg.Name, we, emptyAt) }()
 	pos := rt.GetRestriction().(Restriction).Start
 	start := time.Now()
 	var first time.Time // first message of this bundle
@@ -373,6 +382,7 @@ func (fn *readFn) ProcessElement(ctx context.Context, we *watermarkEstimator, rt
 		backoff = 50 * time.Millisecond
 		msgs := resp.GetReceivedMessages()
 		if len(msgs) == 0 {
+			emptyAt = now.UnixMicro() // the pull started after now
 			sleep(ctx, pollInterval)
 			continue
 		}

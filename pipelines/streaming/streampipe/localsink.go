@@ -32,8 +32,9 @@ func init() {
 // bundle's dead letters (synced to disk), its dirty tiles (bulk, to the
 // stream family) and the newest-tile metadata, and only then acknowledges
 // the bundle's messages. Last, with or without messages in the bundle, it
-// writes the source's watermark as the stream watermark (about once a
-// second): every message read with an event time up to it is now written. A message is therefore acknowledged only once its
+// writes how far the source had read (pubsubread.Complete: its watermark,
+// or the last moment it found the subscription empty) as the stream
+// watermark, about once a second: what was read up to it is now written. A message is therefore acknowledged only once its
 // effect is durable; a crash in between makes Pub/Sub redeliver it, and a
 // message whose tiles were written but not yet acknowledged is counted
 // twice: duplicates are bounded by one bundle (Config.BundleSize) per crash.
@@ -194,7 +195,7 @@ func (fn *localSinkFn) FinishBundle(ctx context.Context, progress func(beam.Even
 	}
 	// 4. The stream watermark: what the source had read when this bundle
 	// ended is written.
-	if err := fn.cache.writeWatermark(ctx, fn.table, pubsubread.Watermark(fn.Run)); err != nil {
+	if err := fn.cache.writeWatermark(ctx, fn.table, pubsubread.Complete(fn.Run)); err != nil {
 		return err
 	}
 	fn.cache.gc(fn.horizon)
