@@ -138,7 +138,7 @@ func RunDemo(ctx context.Context, cfg DemoConfig, out io.Writer) error {
 	live := newLiveFeed(sets, cfg.Seed+1000, cfg.Rate)
 	base := "http://" + displayAddr(ln.Addr())
 	logf("serving API listening on %s", base)
-	fmt.Fprintf(out, "\nTry (values change as live events arrive, %.0f events/s per feature set):\n\n", cfg.Rate)
+	fmt.Fprintf(out, "\nTry (values change as live events arrive, %g events/s per feature set):\n\n", cfg.Rate)
 	fmt.Fprintf(out, "  curl -s %s/v1/featuresets\n", base)
 	for _, set := range sets {
 		if e, ok := live.hottest(set.Name); ok {
