@@ -85,16 +85,19 @@ var (
 	featureSet = flag.String("featureset", "", "path of the feature-set definition (YAML); required")
 	source     = flag.String("source", "", "bq:PROJECT.DATASET.TABLE or files:GLOB; default: the feature set's sources.batch")
 	asOf       = flag.String("as_of", "", "end of the history read and the batch watermark, RFC 3339; default now; rounded down to a boundary of the set's largest tile")
-	btProject  = flag.String("bigtable_project", bigtablestore.DefaultProject, "Bigtable project")
-	btInstance = flag.String("bigtable_instance", bigtablestore.DefaultInstance, "Bigtable instance")
-	btTable    = flag.String("bigtable_table", bigtablestore.DefaultTable, "Bigtable table")
 	deadLetter = flag.String("dead_letter", "", "path prefix of the dead-letter file <prefix>.jsonl, local or gs://; default dead_letter/<set>-<as_of>")
 	bqProject  = flag.String("bigquery_project", "", "project that owns the BigQuery read sessions and runs a query source's query; default the table's project")
 	bqStreams  = flag.Int("bigquery_max_streams", 0, "most BigQuery read streams, the read's parallelism; 0 lets BigQuery choose")
 	bqEndpoint = flag.String("bigquery_endpoint", "", "host:port of a BigQuery Storage Read API fake (plaintext, no auth); default BigQuery")
 	allowEmpty = flag.Bool("allow_empty", false, "commit the watermark even if the run writes no tile")
 	emulator   = flag.Bool("emulator", false, "start an in-process Bigtable emulator and set up the table in it (local runners only)")
+
+	// bt is the table the tiles and the watermark go to
+	// (--bigtable_project, --bigtable_instance, --bigtable_table).
+	bt bigtablestore.Config
 )
+
+func init() { bt.RegisterFlags(flag.CommandLine) }
 
 func main() {
 	flag.Parse()
@@ -117,7 +120,7 @@ func run(ctx context.Context) error {
 		Set:        set,
 		AllowEmpty: *allowEmpty,
 		BigQuery:   batchpipe.BigQueryConfig{Project: *bqProject, MaxStreams: *bqStreams, Endpoint: *bqEndpoint},
-		Bigtable:   bigtablestore.Config{Project: *btProject, Instance: *btInstance, Table: *btTable},
+		Bigtable:   bt,
 	}
 	if *source == "" {
 		cfg.Source, err = batchpipe.DefaultSource(set)

@@ -76,9 +76,6 @@ import (
 var (
 	featureset     = flag.String("featureset", "", "feature-set YAML file (required)")
 	subscription   = flag.String("subscription", "", "Pub/Sub subscription projects/<p>/subscriptions/<s> (default: the feature set's stream source)")
-	btProject      = flag.String("bigtable_project", bigtablestore.DefaultProject, "Bigtable project")
-	btInstance     = flag.String("bigtable_instance", bigtablestore.DefaultInstance, "Bigtable instance")
-	btTable        = flag.String("bigtable_table", bigtablestore.DefaultTable, "Bigtable table")
 	deadLetter     = flag.String("dead_letter", "", "path prefix of the dead-letter JSON-lines files (local or gs://); empty: standard error")
 	maxIdle        = flag.Duration("max_idle", 0, "local runs: stop after this long without a message (0: never)")
 	maxEvents      = flag.Int64("max_events", 0, "local runs: stop after this many messages (0: never)")
@@ -91,7 +88,13 @@ var (
 	emulator       = flag.Bool("emulator", false, "start an in-process Pub/Sub fake and Bigtable emulator and use them")
 	cpuProfile     = flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	emulatorEvents = flag.Int("emulator_events", 0, "with --emulator: publish this many sample events of the feature set")
+
+	// bt is the table the stream tiles and metadata go to
+	// (--bigtable_project, --bigtable_instance, --bigtable_table).
+	bt bigtablestore.Config
 )
+
+func init() { bt.RegisterFlags(flag.CommandLine) }
 
 func main() {
 	flag.Parse()
@@ -129,7 +132,7 @@ func run(log *slog.Logger) error {
 	}
 	o := streampipe.Options{
 		Set:                set,
-		Bigtable:           bigtablestore.Config{Project: *btProject, Instance: *btInstance, Table: *btTable},
+		Bigtable:           bt,
 		Subscription:       pubsubread.Subscription(*subscription),
 		DeadLetter:         *deadLetter,
 		MaxIdle:            *maxIdle,

@@ -10,6 +10,7 @@ package bigtablestore
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"time"
@@ -41,6 +42,17 @@ const (
 	DefaultInstance = "tandem"
 	DefaultTable    = "features"
 )
+
+// RegisterFlags defines --bigtable_project, --bigtable_instance and
+// --bigtable_table in fs, with defaults DefaultProject, DefaultInstance and
+// DefaultTable, and binds them to c's Project, Instance and Table, which it
+// sets to those defaults at once; fs.Parse then stores the flags' values in
+// c. Endpoint is left alone. It is how every Tandem command names its table.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Project, "bigtable_project", DefaultProject, "Bigtable project")
+	fs.StringVar(&c.Instance, "bigtable_instance", DefaultInstance, "Bigtable instance")
+	fs.StringVar(&c.Table, "bigtable_table", DefaultTable, "Bigtable table")
+}
 
 // ErrConfig reports an incomplete Config.
 var ErrConfig = errors.New("bigtablestore: incomplete config")

@@ -2,6 +2,7 @@ package bigtablestore_test
 
 import (
 	"context"
+	"flag"
 	"testing"
 	"time"
 
@@ -67,5 +68,43 @@ features: [{name: n, op: count, window: 1h}]
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("ReadMeta (-want +got):\n%s", diff)
+	}
+}
+
+// TestRegisterFlags: the three flags default to the package defaults and
+// parse into the Config; Endpoint is not a flag and is left alone.
+func TestRegisterFlags(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want bigtablestore.Config
+	}{
+		{
+			name: "defaults",
+			want: bigtablestore.Config{Project: bigtablestore.DefaultProject, Instance: bigtablestore.DefaultInstance, Table: bigtablestore.DefaultTable, Endpoint: "localhost:8086"},
+		},
+		{
+			name: "all set",
+			args: []string{"--bigtable_project=p", "--bigtable_instance=i", "--bigtable_table=t"},
+			want: bigtablestore.Config{Project: "p", Instance: "i", Table: "t", Endpoint: "localhost:8086"},
+		},
+		{
+			name: "table only",
+			args: []string{"--bigtable_table", "t"},
+			want: bigtablestore.Config{Project: bigtablestore.DefaultProject, Instance: bigtablestore.DefaultInstance, Table: "t", Endpoint: "localhost:8086"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := bigtablestore.Config{Project: "old", Endpoint: "localhost:8086"}
+			fs := flag.NewFlagSet("test", flag.ContinueOnError)
+			got.RegisterFlags(fs)
+			if err := fs.Parse(tc.args); err != nil {
+				t.Fatalf("Parse(%q): %v", tc.args, err)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("Config after Parse(%q) (-want +got):\n%s", tc.args, diff)
+			}
+		})
 	}
 }

@@ -44,9 +44,8 @@ func main() {
 	rate := flag.Float64("rate", 50, "live events published per second and feature set")
 	seed := flag.Uint64("seed", 1, "seed of the generated data")
 	staleAfter := flag.Duration("stale_after", 2*time.Minute, "the serving API marks values STALE when the real-time side is behind by more than this")
-	project := flag.String("bigtable_project", bigtablestore.DefaultProject, "Bigtable project")
-	instance := flag.String("bigtable_instance", bigtablestore.DefaultInstance, "Bigtable instance")
-	table := flag.String("bigtable_table", bigtablestore.DefaultTable, "Bigtable table")
+	var bt bigtablestore.Config
+	bt.RegisterFlags(flag.CommandLine)
 	verbose := flag.Bool("verbose", false, "show the pipelines' and runner's logs")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "Usage: go run ./scripts/local [flags]\n\nRuns the whole Tandem platform locally (see README.md). Flags:\n")
@@ -79,7 +78,7 @@ func main() {
 		Rate:          *rate,
 		Seed:          *seed,
 		StaleAfter:    *staleAfter,
-		Bigtable:      bigtablestore.Config{Project: *project, Instance: *instance, Table: *table},
+		Bigtable:      bt,
 	}, os.Stdout)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "local:", err)

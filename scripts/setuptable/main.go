@@ -46,10 +46,8 @@ func (p *paths) Set(v string) error { *p = append(*p, v); return nil }
 func main() {
 	var sets paths
 	flag.Var(&sets, "featureset", "feature-set definition file or directory (repeatable)")
-	cfg := bigtablestore.Config{}
-	flag.StringVar(&cfg.Project, "bigtable_project", bigtablestore.DefaultProject, "Bigtable project")
-	flag.StringVar(&cfg.Instance, "bigtable_instance", bigtablestore.DefaultInstance, "Bigtable instance")
-	flag.StringVar(&cfg.Table, "bigtable_table", bigtablestore.DefaultTable, "Bigtable table")
+	var cfg bigtablestore.Config
+	cfg.RegisterFlags(flag.CommandLine)
 	flag.Parse()
 	sets = append(sets, flag.Args()...)
 

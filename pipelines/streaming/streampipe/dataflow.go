@@ -121,8 +121,8 @@ type entityTilesFn struct {
 	client  *bigtable.Client
 	table   *bigtable.Table
 	pending map[string]map[transforms.TileID][]byte // row → tile → value
-	newest  int64 // start of the newest tile this instance wrote
-	written int64 // newest as written to the metadata row
+	newest  int64                                   // start of the newest tile this instance wrote
+	written int64                                   // newest as written to the metadata row
 	// The newest event time this instance wrote, and as written to the
 	// metadata row as the stream watermark: on Dataflow the DoFn does not
 	// see its input watermark, so an idle stream's watermark stands still
