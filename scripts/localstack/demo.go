@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/tandem-fp/tandem/pipelines/batch/batchpipe"
@@ -17,6 +18,7 @@ import (
 	"github.com/tandem-fp/tandem/schemas/bigtablestore"
 	"github.com/tandem-fp/tandem/schemas/sample"
 	"github.com/tandem-fp/tandem/serving"
+	"github.com/tandem-fp/tandem/serving/client"
 )
 
 // DemoConfig configures RunDemo.
@@ -138,6 +140,27 @@ func RunDemo(ctx context.Context, cfg DemoConfig, out io.Writer) error {
 	live := newLiveFeed(sets, cfg.Seed+1000, cfg.Rate)
 	base := "http://" + displayAddr(ln.Addr())
 	logf("serving API listening on %s", base)
+	api, err := client.New(base)
+	if err != nil {
+		return err
+	}
+	// showValues prints, through the API, the values of the entity each
+	// feature set's curl example asks for.
+	showValues := func() {
+		for _, set := range sets {
+			e, ok := live.hottest(set.Name)
+			if !ok {
+				continue
+			}
+			res, err := api.Get(ctx, set.Name, e, nil, time.Time{})
+			if err != nil {
+				logf("values of %s %s: %v", set.Name, e, err)
+				continue
+			}
+			logf("values of %s %s: %s", set.Name, e, formatValues(set, res))
+		}
+	}
+	showValues()
 	fmt.Fprintf(out, "\nTry (values change as live events arrive, %g events/s per feature set):\n\n", cfg.Rate)
 	fmt.Fprintf(out, "  curl -s %s/v1/featuresets\n", base)
 	for _, set := range sets {
@@ -172,6 +195,7 @@ func RunDemo(ctx context.Context, cfg DemoConfig, out io.Writer) error {
 			return fmt.Errorf("serving API: %w", err)
 		case <-report.C:
 			logf("live: %d events published so far", published)
+			showValues()
 		case <-tick.C:
 			for name, msgs := range live.next(time.Now()) {
 				if err := b.Publish(ctx, name, msgs...); err != nil {
@@ -277,4 +301,24 @@ func displayAddr(a net.Addr) string {
 		host = "localhost"
 	}
 	return net.JoinHostPort(host, port)
+}
+
+// formatValues renders an entity's features as name=value pairs in the
+// definition's order, with the status where it is not PRESENT.
+func formatValues(set *schemas.FeatureSet, res *client.EntityFeatures) string {
+	var b strings.Builder
+	for i, f := range set.Features {
+		v, ok := res.Features[f.Name]
+		if !ok {
+			continue
+		}
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s=%v", f.Name, v.Value)
+		if v.Status != client.Present {
+			fmt.Fprintf(&b, "(%s)", v.Status)
+		}
+	}
+	return b.String()
 }
