@@ -12,13 +12,14 @@ import (
 	"cloud.google.com/go/bigtable"
 
 	"github.com/tandem-fp/tandem/schemas"
+	"github.com/tandem-fp/tandem/schemas/schemastest"
 	"github.com/tandem-fp/tandem/serving/servingtest"
 )
 
 // benchEnv seeds 1000 entities of the cards set, three events each.
 func benchEnv(b *testing.B) (*testEnv, *http.Client) {
 	b.Helper()
-	e := &testEnv{t: b, cards: mustParse(b, cardsYAML), users: mustParse(b, usersYAML)}
+	e := &testEnv{t: b, cards: schemastest.MustParse(b, cardsYAML), users: schemastest.MustParse(b, usersYAML)}
 	e.now = time.Now().UTC()
 	e.tb = e.now.Add(-6 * time.Hour).Truncate(24 * time.Hour)
 	ctx := context.Background()

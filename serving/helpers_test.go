@@ -14,6 +14,7 @@ import (
 
 	"github.com/tandem-fp/tandem/schemas"
 	"github.com/tandem-fp/tandem/schemas/bigtablestore"
+	"github.com/tandem-fp/tandem/schemas/schemastest"
 	"github.com/tandem-fp/tandem/serving/apikeys"
 	"github.com/tandem-fp/tandem/serving/servingtest"
 )
@@ -56,15 +57,6 @@ func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Disca
 
 func newHTTPTestServer(h http.Handler) *httptest.Server { return httptest.NewServer(h) }
 
-func mustParse(t testing.TB, yaml string) *schemas.FeatureSet {
-	t.Helper()
-	fs, err := schemas.Parse("", []byte(yaml))
-	if err != nil {
-		t.Fatalf("Parse: %v", err)
-	}
-	return fs
-}
-
 // testEnv is a server over an in-process emulator, behind httptest.
 type testEnv struct {
 	t     testing.TB
@@ -82,7 +74,7 @@ type envOption func(*Config)
 
 func newEnv(t *testing.T, opts ...envOption) *testEnv {
 	t.Helper()
-	e := &testEnv{t: t, cards: mustParse(t, cardsYAML), users: mustParse(t, usersYAML), logs: new(bytes.Buffer)}
+	e := &testEnv{t: t, cards: schemastest.MustParse(t, cardsYAML), users: schemastest.MustParse(t, usersYAML), logs: new(bytes.Buffer)}
 	e.now = time.Now().UTC().Truncate(time.Second)
 	e.tb = e.now.Add(-6 * time.Hour).Truncate(24 * time.Hour)
 	ctx := context.Background()

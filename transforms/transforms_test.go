@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/tandem-fp/tandem/schemas"
+	"github.com/tandem-fp/tandem/schemas/schemastest"
 	"github.com/tandem-fp/tandem/transforms/aggregate"
 )
 
@@ -47,11 +48,7 @@ features:
 
 func testSet(t *testing.T) *schemas.FeatureSet {
 	t.Helper()
-	set, err := schemas.Parse("cards.yaml", []byte(testDef))
-	if err != nil {
-		t.Fatalf("Parse(cards.yaml) = %v", err)
-	}
-	return set
+	return schemastest.MustParse(t, testDef)
 }
 
 // formatTileFn renders a tile as "entity/feature/start=value" so that tiles

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tandem-fp/tandem/schemas"
 	"github.com/tandem-fp/tandem/schemas/bigtablestore"
+	"github.com/tandem-fp/tandem/schemas/schemastest"
 	"github.com/tandem-fp/tandem/serving/servingtest"
 )
 
@@ -19,16 +20,13 @@ import (
 // restarted pipeline that has not caught up).
 func TestMetaOrdering(t *testing.T) {
 	ctx := context.Background()
-	set, err := schemas.Parse("", []byte(`
+	set := schemastest.MustParse(t, `
 name: s
 entity: {name: a, key: id}
 event_time: ts
 fields: {id: string, ts: timestamp}
 features: [{name: n, op: count, window: 1h}]
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	emu, err := servingtest.StartEmulator(ctx, []*schemas.FeatureSet{set})
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/tandem-fp/tandem/schemas"
+	"github.com/tandem-fp/tandem/schemas/schemastest"
 	"github.com/tandem-fp/tandem/serving"
 	"github.com/tandem-fp/tandem/serving/apikeys"
 	"github.com/tandem-fp/tandem/serving/client"
@@ -18,10 +19,7 @@ import (
 
 func TestClient(t *testing.T) {
 	ctx := context.Background()
-	set, err := schemas.Parse("", []byte(cardsYAML))
-	if err != nil {
-		t.Fatal(err)
-	}
+	set := schemastest.MustParse(t, cardsYAML)
 	emu, err := servingtest.StartEmulator(ctx, []*schemas.FeatureSet{set})
 	if err != nil {
 		t.Fatal(err)

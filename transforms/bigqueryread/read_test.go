@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 
 	"github.com/tandem-fp/tandem/schemas"
+	"github.com/tandem-fp/tandem/schemas/schemastest"
 	"github.com/tandem-fp/tandem/transforms"
 	"github.com/tandem-fp/tandem/transforms/bigqueryread"
 	"github.com/tandem-fp/tandem/transforms/bigqueryread/bqfake"
@@ -54,11 +55,7 @@ features:
 
 func testSet(t *testing.T) *schemas.FeatureSet {
 	t.Helper()
-	set, err := schemas.Parse("cards.yaml", []byte(testDef))
-	if err != nil {
-		t.Fatalf("Parse(cards.yaml) = %v", err)
-	}
-	return set
+	return schemastest.MustParse(t, testDef)
 }
 
 // The table's columns: the declared fields, plus one that is not declared

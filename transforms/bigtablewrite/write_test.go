@@ -13,7 +13,7 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/transforms/stats"
 
 	"github.com/tandem-fp/tandem/schemas"
-	"github.com/tandem-fp/tandem/schemas/bigtablestore"
+	"github.com/tandem-fp/tandem/serving/servingtest"
 	"github.com/tandem-fp/tandem/transforms"
 )
 
@@ -33,23 +33,14 @@ func (fn *atLeastFn) ProcessElement(n int64) error {
 
 // emulator starts bttest with a table of the batch, stream and meta
 // families.
-func emulator(t *testing.T) bigtablestore.Config {
+func emulator(t *testing.T) *servingtest.Emulator {
 	t.Helper()
-	srv, cfg, err := bigtablestore.StartEmulator()
+	emu, err := servingtest.StartEmulator(context.Background(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(srv.Close)
-	ctx := context.Background()
-	ac, err := cfg.NewAdminClient(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ac.Close()
-	if _, err := bigtablestore.EnsureTable(ctx, ac, cfg.Table, nil); err != nil {
-		t.Fatal(err)
-	}
-	return cfg
+	t.Cleanup(emu.Close)
+	return emu
 }
 
 // mutations makes rows rows of cells cells each; the cells of a row come in
@@ -71,15 +62,9 @@ func mutations(rows, cells int) []transforms.RowMutation {
 
 // countCells reads the table and returns its rows and cells, checking each
 // value.
-func countCells(t *testing.T, cfg bigtablestore.Config) (rows, cells int) {
+func countCells(t *testing.T, tbl *bigtable.Table) (rows, cells int) {
 	t.Helper()
-	ctx := context.Background()
-	cl, err := cfg.NewClient(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	err = cl.Open(cfg.Table).ReadRows(ctx, bigtable.PrefixRange("w#"), func(r bigtable.Row) bool {
+	err := tbl.ReadRows(context.Background(), bigtable.PrefixRange("w#"), func(r bigtable.Row) bool {
 		rows++
 		for _, it := range r[schemas.FamilyBatch] {
 			var n int
@@ -111,14 +96,14 @@ func TestWrite(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := emulator(t)
+			emu := emulator(t)
 			p, s := beam.NewPipelineWithRoot()
-			written := Write(s, cfg, beam.CreateList(s, mutations(tc.rows, tc.cells)), tc.opts...)
+			written := Write(s, emu.Config, beam.CreateList(s, mutations(tc.rows, tc.cells)), tc.opts...)
 			// Rows are counted per request: a row split over two requests
 			// counts twice, so only a lower bound holds in general.
 			beam.ParDo0(s, &atLeastFn{Min: int64(tc.rows)}, stats.Sum(s, written))
 			ptest.RunAndValidate(t, p)
-			rows, cells := countCells(t, cfg)
+			rows, cells := countCells(t, emu.Table)
 			if rows != tc.rows || cells != tc.rows*tc.cells {
 				t.Errorf("table holds %d rows, %d cells; want %d, %d", rows, cells, tc.rows, tc.rows*tc.cells)
 			}
@@ -150,9 +135,9 @@ func TestWritePermanentError(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := emulator(t)
+			emu := emulator(t)
 			p, s := beam.NewPipelineWithRoot()
-			Write(s, cfg, beam.CreateList(s, tc.muts), tc.opts...)
+			Write(s, emu.Config, beam.CreateList(s, tc.muts), tc.opts...)
 			err := ptest.Run(p)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("Run() = %v, want an error containing %q", err, tc.want)

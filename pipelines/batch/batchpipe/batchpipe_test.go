@@ -24,6 +24,8 @@ import (
 	"github.com/tandem-fp/tandem/schemas"
 	"github.com/tandem-fp/tandem/schemas/bigtablestore"
 	"github.com/tandem-fp/tandem/schemas/sample"
+	"github.com/tandem-fp/tandem/schemas/schemastest"
+	"github.com/tandem-fp/tandem/serving/servingtest"
 	"github.com/tandem-fp/tandem/transforms"
 	"github.com/tandem-fp/tandem/transforms/aggregate"
 	"github.com/tandem-fp/tandem/transforms/bigqueryread"
@@ -58,11 +60,7 @@ features:
 
 func testSet(t *testing.T) *schemas.FeatureSet {
 	t.Helper()
-	set, err := schemas.Parse("cards.yaml", []byte(testDef))
-	if err != nil {
-		t.Fatalf("Parse(cards.yaml) = %v", err)
-	}
-	return set
+	return schemastest.MustParse(t, testDef)
 }
 
 // testAsOf is a recent boundary of the set's largest tile: the emulator,
@@ -86,21 +84,12 @@ func testEvents(set *schemas.FeatureSet, asOf time.Time, n int) (all, inRange []
 // emulator starts bttest with the table set up for set.
 func emulator(t *testing.T, set *schemas.FeatureSet) bigtablestore.Config {
 	t.Helper()
-	srv, cfg, err := bigtablestore.StartEmulator()
+	emu, err := servingtest.StartEmulator(context.Background(), []*schemas.FeatureSet{set})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(srv.Close)
-	ctx := context.Background()
-	ac, err := cfg.NewAdminClient(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ac.Close()
-	if _, err := bigtablestore.EnsureTable(ctx, ac, cfg.Table, []*schemas.FeatureSet{set}); err != nil {
-		t.Fatal(err)
-	}
-	return cfg
+	t.Cleanup(emu.Close)
+	return emu.Config
 }
 
 // writeJSONL writes events, then extra lines, to dir/events.jsonl.
@@ -605,7 +594,7 @@ func TestConfigValidate(t *testing.T) {
 		Bigtable:   bigtablestore.Config{Project: "p", Instance: "i", Table: "t"},
 		DeadLetter: "dead",
 	}
-	uneven, err := schemas.Parse("uneven.yaml", []byte(`
+	uneven := schemastest.MustParse(t, `
 name: uneven
 entity: {name: card, key: card_id}
 event_time: ts
@@ -613,8 +602,7 @@ fields: {card_id: string, ts: timestamp}
 features:
   - {name: a, op: count, window: 6h, tile: 2h}
   - {name: b, op: count, window: 6h, tile: 3h}
-`))
-	must(t, err)
+`)
 	tests := []struct {
 		name   string
 		change func(*Config)

@@ -18,6 +18,7 @@ import (
 	"github.com/tandem-fp/tandem/pipelines/streaming/streampipe"
 	"github.com/tandem-fp/tandem/schemas"
 	"github.com/tandem-fp/tandem/schemas/bigtablestore"
+	"github.com/tandem-fp/tandem/schemas/schemastest"
 	"github.com/tandem-fp/tandem/transforms"
 	"github.com/tandem-fp/tandem/transforms/aggregate"
 	"github.com/tandem-fp/tandem/transforms/pubsubread"
@@ -49,11 +50,7 @@ var t0 = time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
 
 func testSet(t *testing.T) *schemas.FeatureSet {
 	t.Helper()
-	set, err := schemas.Parse("cards.yaml", []byte(testDef))
-	if err != nil {
-		t.Fatalf("Parse(cards.yaml) = %v", err)
-	}
-	return set
+	return schemastest.MustParse(t, testDef)
 }
 
 func jsonEvent(card, merchant string, amount float64, at time.Time) []byte {

@@ -7,7 +7,8 @@ import (
 	"time"
 
 	"github.com/tandem-fp/tandem/schemas"
-	"github.com/tandem-fp/tandem/schemas/bigtablestore"
+	"github.com/tandem-fp/tandem/schemas/schemastest"
+	"github.com/tandem-fp/tandem/serving/servingtest"
 	"github.com/tandem-fp/tandem/transforms"
 	"github.com/tandem-fp/tandem/transforms/bigtablewrite"
 )
@@ -29,29 +30,13 @@ features:
 // again (which would count it twice).
 func TestEntityTilesLifecycle(t *testing.T) {
 	ctx := context.Background()
-	set, err := schemas.Parse("t.yaml", []byte(tilesDef))
+	set := schemastest.MustParse(t, tilesDef)
+	emu, err := servingtest.StartEmulator(ctx, []*schemas.FeatureSet{set})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, cfg, err := bigtablestore.StartEmulator()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	ac, err := cfg.NewAdminClient(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ac.Close()
-	if _, err := bigtablestore.EnsureTable(ctx, ac, cfg.Table, []*schemas.FeatureSet{set}); err != nil {
-		t.Fatal(err)
-	}
-	cl, err := cfg.NewClient(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	tbl := cl.Open(cfg.Table)
+	defer emu.Close()
+	tbl := emu.Table
 
 	t0 := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
 	ev := func(at time.Time) schemas.Event {
