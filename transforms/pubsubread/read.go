@@ -16,6 +16,8 @@
 // The source reads with a single restriction that only ever checkpoints (it
 // refuses dynamic splits), so in one process one bundle at a time reads a
 // subscription; pull throughput comes from batch size, not parallelism.
+// A source given a Config.Name can be drained (Drain) and reports how far
+// it has read (Complete) to the stages fused with it.
 package pubsubread
 
 import (
