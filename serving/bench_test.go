@@ -75,15 +75,7 @@ func BenchmarkGetFeatures(b *testing.B) {
 	e, hc := benchEnv(b)
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
-		res, err := hc.Get(fmt.Sprintf("%s/v1/features/cards/c%d", e.http.URL, i%1000))
-		if err != nil {
-			b.Fatal(err)
-		}
-		_, _ = io.Copy(io.Discard, res.Body)
-		res.Body.Close()
-		if res.StatusCode != 200 {
-			b.Fatal(res.Status)
-		}
+		drainOK(b)(hc.Get(fmt.Sprintf("%s/v1/features/cards/c%d", e.http.URL, i%1000)))
 	}
 }
 
@@ -114,15 +106,7 @@ func BenchmarkPostFeatures100(b *testing.B) {
 		for j := range keys {
 			keys[j] = fmt.Sprintf("%q", fmt.Sprintf("c%d", (i*100+j)%1000))
 		}
-		res, err := hc.Post(e.http.URL+"/v1/features/cards", "application/json", strings.NewReader(`{"entities":[`+strings.Join(keys, ",")+`]}`))
-		if err != nil {
-			b.Fatal(err)
-		}
-		_, _ = io.Copy(io.Discard, res.Body)
-		res.Body.Close()
-		if res.StatusCode != 200 {
-			b.Fatal(res.Status)
-		}
+		drainOK(b)(hc.Post(e.http.URL+"/v1/features/cards", "application/json", strings.NewReader(`{"entities":[`+strings.Join(keys, ",")+`]}`)))
 	}
 }
 
@@ -130,12 +114,7 @@ func BenchmarkHealthz(b *testing.B) {
 	e, hc := benchEnv(b)
 	b.ResetTimer()
 	for b.Loop() {
-		res, err := hc.Get(e.http.URL + "/healthz")
-		if err != nil {
-			b.Fatal(err)
-		}
-		_, _ = io.Copy(io.Discard, res.Body)
-		res.Body.Close()
+		drainOK(b)(hc.Get(e.http.URL + "/healthz"))
 	}
 }
 
@@ -157,5 +136,22 @@ func BenchmarkMerge(b *testing.B) {
 			b.Fatal(err)
 		}
 		_ = p.appendFeatures(nil, out, false)
+	}
+}
+
+// drainOK returns a function that fails b unless an HTTP call succeeded with
+// 200, and reads and closes the response body (so the connection is
+// reused): drainOK(b)(hc.Get(url)).
+func drainOK(b *testing.B) func(*http.Response, error) {
+	return func(res *http.Response, err error) {
+		b.Helper()
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			b.Fatal(res.Status)
+		}
 	}
 }

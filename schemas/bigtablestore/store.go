@@ -128,12 +128,15 @@ func (c Config) NewAdminClient(ctx context.Context) (*bigtable.AdminClient, erro
 // StartEmulator starts the in-process Bigtable emulator (bttest) on a free
 // loopback port and returns it with a Config that points at it. Stop it with
 // Close.
-func StartEmulator() (*bttest.Server, Config, error) {
+func StartEmulator() (*bttest.Server, Config, error) { return StartEmulatorAt("127.0.0.1:0") }
+
+// StartEmulatorAt is StartEmulator listening on addr (host:port).
+func StartEmulatorAt(addr string) (*bttest.Server, Config, error) {
 	// Real Bigtable accepts requests far larger than gRPC's default 4 MiB;
 	// so does this emulator.
-	srv, err := bttest.NewServer("127.0.0.1:0", grpc.MaxRecvMsgSize(256<<20))
+	srv, err := bttest.NewServer(addr, grpc.MaxRecvMsgSize(256<<20))
 	if err != nil {
-		return nil, Config{}, fmt.Errorf("start bigtable emulator: %w", err)
+		return nil, Config{}, fmt.Errorf("start bigtable emulator on %s: %w", addr, err)
 	}
 	return srv, Config{Project: DefaultProject, Instance: DefaultInstance, Table: DefaultTable, Endpoint: srv.Addr}, nil
 }

@@ -307,12 +307,12 @@ func displayAddr(a net.Addr) string {
 // definition's order, with the status where it is not PRESENT.
 func formatValues(set *schemas.FeatureSet, res *client.EntityFeatures) string {
 	var b strings.Builder
-	for i, f := range set.Features {
+	for _, f := range set.Features {
 		v, ok := res.Features[f.Name]
 		if !ok {
 			continue
 		}
-		if i > 0 {
+		if b.Len() > 0 {
 			b.WriteByte(' ')
 		}
 		fmt.Fprintf(&b, "%s=%v", f.Name, v.Value)

@@ -64,11 +64,6 @@ type Options struct {
 	Logf func(format string, args ...any)
 }
 
-// maxBigtableRequest is how large a request the in-process Bigtable
-// emulator accepts: like real Bigtable (and bigtablestore.StartEmulator),
-// far more than gRPC's default 4 MiB.
-const maxBigtableRequest = 256 << 20
-
 // Start starts (or, see Options, connects to) both servers and creates the
 // table with the column families of the feature sets and, for each set, the
 // topic and subscription of its stream source (the topic named like the
@@ -99,9 +94,9 @@ func (st *Stack) start(ctx context.Context, o Options, sets []*schemas.FeatureSe
 		if addr == "" {
 			addr = "127.0.0.1:0"
 		}
-		bt, err := bttest.NewServer(addr, grpc.MaxRecvMsgSize(maxBigtableRequest))
+		bt, _, err := bigtablestore.StartEmulatorAt(addr)
 		if err != nil {
-			return fmt.Errorf("start bigtable emulator on %s: %w", addr, err)
+			return err
 		}
 		st.Bigtable, st.BigtableConfig.Endpoint = bt, bt.Addr
 		logf("started the in-process Bigtable emulator at %s", bt.Addr)

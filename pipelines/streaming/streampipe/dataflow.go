@@ -122,13 +122,14 @@ type entityTilesFn struct {
 	table   *bigtable.Table
 	pending map[string]map[transforms.TileID][]byte // row → tile → value
 	newest  int64                                   // start of the newest tile this instance wrote
-	written int64                                   // newest as written to the metadata row
-	// The newest event time this instance wrote, and as written to the
-	// metadata row as the stream watermark: on Dataflow the DoFn does not
-	// see its input watermark, so an idle stream's watermark stands still
-	// (and its values turn STALE after the server's --stale_after).
-	newestEvent, writtenEvent int64
-	counter                   sinkCounters
+	// newestEvent is the newest event time this instance wrote, written as
+	// the stream watermark: on Dataflow the DoFn does not see its input
+	// watermark, so an idle stream's watermark stands still (and its values
+	// turn STALE after the server's --stale_after).
+	newestEvent int64
+	latestTile  metaCell // schemas.QualifierStreamLatestTile
+	watermark   metaCell // schemas.QualifierStreamWatermark
+	counter     sinkCounters
 }
 
 func (fn *entityTilesFn) Setup(ctx context.Context) error {
@@ -304,19 +305,10 @@ func (fn *entityTilesFn) FinishBundle(ctx context.Context, _ func(transforms.Dea
 		return err
 	}
 	fn.pending = nil
-	if fn.newest > fn.written {
-		if err := bigtablestore.WriteMeta(ctx, fn.table, fn.Set.Name, schemas.QualifierStreamLatestTile, time.UnixMicro(fn.newest)); err != nil {
-			return err
-		}
-		fn.written = fn.newest
+	if err := fn.latestTile.write(ctx, fn.table, fn.Set.Name, schemas.QualifierStreamLatestTile, fn.newest, 0); err != nil {
+		return err
 	}
-	if fn.newestEvent > fn.writtenEvent {
-		if err := bigtablestore.WriteMeta(ctx, fn.table, fn.Set.Name, schemas.QualifierStreamWatermark, time.UnixMicro(fn.newestEvent)); err != nil {
-			return err
-		}
-		fn.writtenEvent = fn.newestEvent
-	}
-	return nil
+	return fn.watermark.write(ctx, fn.table, fn.Set.Name, schemas.QualifierStreamWatermark, fn.newestEvent, 0)
 }
 
 func (fn *entityTilesFn) apply(ctx context.Context, b *bigtablewrite.Batch) error {

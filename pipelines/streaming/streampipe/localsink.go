@@ -31,13 +31,14 @@ func init() {
 // tiles of its entity, and at the end of the bundle writes, in order, the
 // bundle's dead letters (synced to disk), its dirty tiles (bulk, to the
 // stream family) and the newest-tile metadata, and only then acknowledges
-// the bundle's messages. Last, with or without messages in the bundle, it
-// writes how far the source had read (pubsubread.Complete: its watermark,
-// or the last moment it found the subscription empty) as the stream
-// watermark, about once a second: what was read up to it is now written. A message is therefore acknowledged only once its
+// the bundle's messages. A message is therefore acknowledged only once its
 // effect is durable; a crash in between makes Pub/Sub redeliver it, and a
 // message whose tiles were written but not yet acknowledged is counted
 // twice: duplicates are bounded by one bundle (Config.BundleSize) per crash.
+// Last, with or without messages in the bundle, it writes how far the
+// source had read (pubsubread.Complete: its watermark, or the last moment
+// it found the subscription empty) as the stream watermark, about once a
+// second: what was read up to it is now written.
 //
 // The tiles live in a process-wide cache (one per table and feature set)
 // rather than in Beam state: per-key state on prism costs a state round
@@ -253,33 +254,6 @@ type tileCache struct {
 	// The metadata cells the cache writes.
 	latestTile metaCell // schemas.QualifierStreamLatestTile
 	watermark  metaCell // schemas.QualifierStreamWatermark
-}
-
-// metaCell is one stream metadata cell of a feature set: it writes a time
-// that only moves forward, when it moved, at most once per interval.
-type metaCell struct {
-	mu      sync.Mutex
-	written int64 // Unix microseconds, as last written
-	at      time.Time
-}
-
-// write writes t (Unix microseconds) to the cell qualifier of set's
-// metadata row when it is newer than what was written and every has passed
-// since the last write.
-func (m *metaCell) write(ctx context.Context, tbl *bigtable.Table, set, qualifier string, t int64, every time.Duration) error {
-	m.mu.Lock()
-	due := t > m.written && time.Since(m.at) >= every
-	m.mu.Unlock()
-	if !due {
-		return nil
-	}
-	if err := bigtablestore.WriteMeta(ctx, tbl, set, qualifier, time.UnixMicro(t)); err != nil {
-		return err
-	}
-	m.mu.Lock()
-	m.written, m.at = max(m.written, t), time.Now()
-	m.mu.Unlock()
-	return nil
 }
 
 var caches = struct {
