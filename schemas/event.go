@@ -27,6 +27,22 @@ func TileStart(t int64, tile time.Duration) int64 {
 	return s
 }
 
+// Span returns the event-time range [from, to) (Unix microseconds) that
+// the value of f at instant at (Unix microseconds) aggregates. This is
+// Tandem's window contract, the same for serving and training:
+//
+//	[TileStart(at − Window), at)
+//
+// the whole tiles from TileStart(at) − Window up to the tile holding at (the
+// head tile), plus the head: the events in [TileStart(at), at). It is exactly
+// Window long when at is on a tile boundary and at most one tile longer
+// otherwise (a "sawtooth" window). It never contains an event at or after
+// at. Window is a multiple of Tile, so TileStart(at − Window) =
+// TileStart(at) − Window.
+func (f Feature) Span(at int64) (from, to int64) {
+	return TileStart(at, f.Tile) - f.Window.Microseconds(), at
+}
+
 // WindowTiles returns the first and last tile starts (Unix microseconds,
 // inclusive) that a read of f at instant at covers. This is Tandem's window
 // semantics: a read at `at` sees the Window/Tile tiles that end with the tile
