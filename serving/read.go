@@ -119,8 +119,8 @@ func newSetState(fs *schemas.FeatureSet) (*setState, error) {
 // readShape is the at-independent part of a read plan: which features, in
 // which order, and the column ranges of the filter.
 type readShape struct {
-	feats    []int // feature indexes in response order
-	slot     []int // feature index → position in feats, or -1
+	feats    []int         // feature indexes in response order
+	slot     []int         // feature index → position in feats, or -1
 	maxWin   time.Duration // the longest Window + Tile of feats: how far back a read goes
 	maxTiles int           // N: the largest Window/Tile + 1 of feats
 	columns  []columnRange // nil when feats is every feature

@@ -122,7 +122,7 @@ type entityTilesFn struct {
 	client  *bigtable.Client
 	table   *bigtable.Table
 	pending map[string]*pendingRow // entity → what to write
-	newest  int64                                   // start of the newest tile this instance wrote
+	newest  int64                  // start of the newest tile this instance wrote
 	// newestEvent is the newest event time this instance wrote, written as
 	// the stream watermark: on Dataflow the DoFn does not see its input
 	// watermark, so an idle stream's watermark stands still (and its values
