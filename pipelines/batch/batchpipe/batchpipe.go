@@ -164,7 +164,7 @@ func Build(s beam.Scope, cfg Config) error {
 		now = time.Now()
 	}
 	events, future := transforms.RejectFuture(s.Scope("Future"), set, now, events)
-	dead = beam.Flatten(s.Scope("DeadLetters"), dead, future)
+	dead = beam.Flatten(s, dead, future)
 	deadWritten := WriteDeadLetters(s.Scope("DeadLetters"), set.Name, cfg.DeadLetter+".jsonl", dead)
 
 	muts := TileRows(s.Scope("Tile"), set, schemas.FamilyBatch, from, to, events)
