@@ -228,7 +228,7 @@ func (s *Server) postFeatures(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	stale := s.stale(at, fresh)
-	b := make([]byte, 0, 256+len(req.Entities)*(32+48*len(sh.feats)))
+	b := make([]byte, 0, min(256+len(req.Entities)*(32+48*len(sh.feats))+jsonLen(req.Entities), s.cfg.MaxResponseBytes+1<<16))
 	b = append(b, `{"featureset":`...)
 	b = appendString(b, st.fs.Name)
 	b = append(b, `,"at":`...)
