@@ -382,7 +382,7 @@ func TestBadInput(t *testing.T) {
 		{"syntax error", "POST", "/v1/features/cards", `{"entities": ["a",]}`, 400, "bad_json", "malformed JSON at byte"},
 		{"not an object", "POST", "/v1/features/cards", `["a"]`, 400, "bad_json", "want a JSON object"},
 		{"wrong type", "POST", "/v1/features/cards", `{"entities": "a"}`, 400, "bad_json", `field "entities": want a list of strings, got string`},
-		{"number entity", "POST", "/v1/features/cards", `{"entities": [1]}`, 400, "bad_json", `want a string, got number`},
+		{"number entity", "POST", "/v1/features/cards", `{"entities": [1]}`, 400, "bad_json", `want a list of strings, got a number in it`},
 		{"unknown field", "POST", "/v1/features/cards", `{"entities": ["a"], "entity": "b"}`, 400, "bad_json", `unknown field "entity"`},
 		{"trailing data", "POST", "/v1/features/cards", `{"entities": ["a"]} {}`, 400, "bad_json", "data after"},
 		{"empty body", "POST", "/v1/features/cards", ``, 400, "bad_json", "empty body"},

@@ -25,6 +25,7 @@ import (
 	"github.com/tandem-fp/tandem/schemas"
 	"github.com/tandem-fp/tandem/schemas/bigtablestore"
 	"github.com/tandem-fp/tandem/schemas/sample"
+	"github.com/tandem-fp/tandem/schemas/schemastest"
 	"github.com/tandem-fp/tandem/transforms/aggregate"
 	"github.com/tandem-fp/tandem/transforms/pubsubread"
 )
@@ -286,7 +287,9 @@ func TestKillRestart(t *testing.T) {
 	)
 	set := loadSet(t, "testdata/kill_cards.yaml")
 	f := countFeature(t, set)
-	t0 := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+	// Two days old, whatever the date: inside the table's max-age GC (8d),
+	// which the emulator applies against the wall clock.
+	t0 := schemastest.DaysAgo(2).Add(10 * time.Hour)
 	// Four minutes of event time: inside the allowed lateness, since the
 	// fake redelivers a backlog in random order.
 	events := sample.Events(set, 7, n, t0, t0.Add(4*time.Minute))
@@ -353,7 +356,7 @@ func TestSIGTERMDrains(t *testing.T) {
 	setup(t)
 	set := loadSet(t, "testdata/term_cards.yaml")
 	f := countFeature(t, set)
-	t0 := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	t0 := schemastest.DaysAgo(1).Add(10 * time.Hour) // inside the 8d max-age GC on any date
 	events := sample.Events(set, 9, 20000, t0, t0.Add(4*time.Minute))
 	want := expectedCounts(set, f, events)
 	if err := publishEvents(set, events); err != nil {

@@ -46,7 +46,10 @@ features:
   - {name: last_merchant, op: last, field: merchant, window: 7d, tile: 1h}
 `
 
-var t0 = time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+// t0 is 10:00 UTC two days ago: the tiles the tests write stay inside the
+// table's max-age GC (8d), which the emulator applies against the wall
+// clock, on any date.
+var t0 = schemastest.DaysAgo(2).Add(10 * time.Hour)
 
 func testSet(t *testing.T) *schemas.FeatureSet {
 	t.Helper()
@@ -156,8 +159,8 @@ func TestLocalEndToEnd(t *testing.T) {
 		onTime = append(onTime, jsonEvent(fmt.Sprintf("c_%d", i%3), "m_ooo", 1.5, t0.Add(time.Duration(i)*17*time.Second)))
 	}
 	bad := [][]byte{
-		[]byte(`{"card_id":"c_1","amount":"lots","ts":"2026-11-20T10:00:00Z"}`),
-		[]byte(`{"merchant":"m_1","amount":1,"ts":"2026-11-20T10:00:00Z"}`),
+		fmt.Appendf(nil, `{"card_id":"c_1","amount":"lots","ts":%q}`, t0.Format(time.RFC3339)),
+		fmt.Appendf(nil, `{"merchant":"m_1","amount":1,"ts":%q}`, t0.Format(time.RFC3339)),
 		[]byte(`not json`),
 	}
 	publish(st, set, onTime...)

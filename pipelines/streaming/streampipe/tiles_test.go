@@ -38,7 +38,7 @@ func TestEntityTilesLifecycle(t *testing.T) {
 	defer emu.Close()
 	tbl := emu.Table
 
-	t0 := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+	t0 := schemastest.DaysAgo(2).Add(10 * time.Hour) // inside the 8d max-age GC on any date
 	ev := func(at time.Time) schemas.Event {
 		e, err := set.DecodeJSON(fmt.Appendf(nil, `{"card_id":"c","ts":%q}`, at.Format(time.RFC3339)))
 		if err != nil {
