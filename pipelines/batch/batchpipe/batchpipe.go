@@ -149,15 +149,9 @@ func Build(s beam.Scope, cfg Config) error {
 	set := cfg.Set
 	from, to := ReadRange(set, cfg.AsOf)
 
-	var events, dead beam.PCollection
-	switch src := cfg.Source; {
-	case src.Files != "":
-		var err error
-		if events, dead, err = ReadFiles(s.Scope("Read"), set, src.Files); err != nil {
-			return err
-		}
-	default:
-		events, dead = readBigQuery(s.Scope("Read"), set, src, cfg.BigQuery, from, to)
+	events, dead, err := ReadEvents(s.Scope("Read"), set, cfg.Source, cfg.BigQuery, from, to)
+	if err != nil {
+		return err
 	}
 	now := cfg.Now
 	if now.IsZero() {
@@ -224,7 +218,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		res.DryRun = true
 		return res, nil
 	}
-	res.Counters = counters(pr)
+	res.Counters = Counters(pr)
 	c, set := res.Counters, res.Set
 	res.Events = c[set+"_events_decoded"]
 	res.OutOfRange = c[set+"_events_out_of_range"]
@@ -236,8 +230,8 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	return res, nil
 }
 
-// counters sums the counters of Tandem's namespace by name.
-func counters(pr beam.PipelineResult) map[string]int64 {
+// Counters sums the counters of Tandem's namespace by name.
+func Counters(pr beam.PipelineResult) map[string]int64 {
 	out := make(map[string]int64)
 	for _, c := range pr.Metrics().AllMetrics().Counters() {
 		if c.Namespace() == transforms.MetricsNamespace {

@@ -38,6 +38,28 @@ func (c BigQueryConfig) check(src schemas.BatchSource) error {
 	return nil
 }
 
+// ReadEvents reads the events of set from src: files (ReadFiles, which
+// reads them all; the caller skips events outside [from, to)) or BigQuery
+// (bigqueryread.Read, the range [from, to) pushed down).
+//
+//	→ PCollection<schemas.Event>, PCollection<transforms.DeadLetter>
+func ReadEvents(s beam.Scope, set *schemas.FeatureSet, src schemas.BatchSource, bq BigQueryConfig, from, to time.Time) (events, dead beam.PCollection, err error) {
+	if src.Files != "" {
+		return ReadFiles(s, set, src.Files)
+	}
+	events, dead = readBigQuery(s, set, src, bq, from, to)
+	return events, dead, nil
+}
+
+// CheckSource reports a source that is not exactly one well-formed kind, or
+// that bq cannot read.
+func CheckSource(src schemas.BatchSource, bq BigQueryConfig) error {
+	if err := checkSource(src); err != nil {
+		return err
+	}
+	return bq.check(src)
+}
+
 // readBigQuery reads the events of set in [from, to) from BigQuery, the
 // range pushed down to BigQuery (bigqueryread.Read).
 func readBigQuery(s beam.Scope, set *schemas.FeatureSet, src schemas.BatchSource, bq BigQueryConfig, from, to time.Time) (events, dead beam.PCollection) {

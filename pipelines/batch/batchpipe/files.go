@@ -122,7 +122,7 @@ func (fn *readCSVFn) ProcessElement(ctx context.Context, file fileio.ReadableFil
 		return fmt.Errorf("open %s: %w", path, err)
 	}
 	defer rc.Close()
-	rec := &recorder{r: rc}
+	rec := NewRecorder(rc)
 	r := csv.NewReader(rec)
 	r.FieldsPerRecord = -1 // a short or long record is a dead letter, not the end of the file
 	r.ReuseRecord = true
@@ -144,7 +144,7 @@ func (fn *readCSVFn) ProcessElement(ctx context.Context, file fileio.ReadableFil
 			return fmt.Errorf("CSV header of %s: no column %q (the entity key and the event time are required)", path, name)
 		}
 	}
-	rec.consumed(r.InputOffset())
+	rec.Consumed(r.InputOffset())
 
 	var fields []string
 	get := func(name string) (any, bool) {
@@ -159,7 +159,7 @@ func (fn *readCSVFn) ProcessElement(ctx context.Context, file fileio.ReadableFil
 		if err == io.EOF {
 			return nil
 		}
-		raw := rec.consumed(r.InputOffset())
+		raw := rec.Consumed(r.InputOffset())
 		var (
 			e    schemas.Event
 			line int
@@ -191,24 +191,27 @@ func (fn *readCSVFn) ProcessElement(ctx context.Context, file fileio.ReadableFil
 	}
 }
 
-// recorder keeps the bytes a csv.Reader has read since the end of the last
-// record, so that a record's raw text can go to the dead-letter output.
-type recorder struct {
+// Recorder keeps the bytes a csv.Reader reading through it has read since
+// the end of the last record, so that a record's raw text can go to the
+// dead-letter output: after each record, Consumed(reader.InputOffset()).
+type Recorder struct {
 	r    io.Reader
 	buf  []byte
 	base int64 // input offset of buf[0]
 }
 
-func (rc *recorder) Read(p []byte) (int, error) {
+func NewRecorder(r io.Reader) *Recorder { return &Recorder{r: r} }
+
+func (rc *Recorder) Read(p []byte) (int, error) {
 	n, err := rc.r.Read(p)
 	rc.buf = append(rc.buf, p[:n]...)
 	return n, err
 }
 
-// consumed returns a copy of the input from the end of the previous record
+// Consumed returns a copy of the input from the end of the previous record
 // up to offset (the reader's InputOffset after a record), without its line
 // ending, and forgets it.
-func (rc *recorder) consumed(offset int64) []byte {
+func (rc *Recorder) Consumed(offset int64) []byte {
 	n := int(offset - rc.base)
 	raw := bytes.TrimRight(rc.buf[:n], "\r\n")
 	out := bytes.Clone(raw)

@@ -1,0 +1,163 @@
+// training is Tandem's training pipeline. For every row of a spine (a table
+// of labelled examples: entity keys, an instant, labels, anything else) it
+// computes the requested features at the row's instant, as the server would
+// have returned them then, and writes one training row per spine row.
+//
+// What it computes: for a feature with window W and tile T, the value at the
+// row's instant `at` aggregates the entity's events with event time in
+//
+//	[TileStart(at − W), at)   (schemas.Feature.Span, the window contract)
+//
+// recomputed from the raw events of each feature set's batch source with
+// the same tile boundaries, the same aggregation algebra and the same merge
+// order as the server, so a training value equals the served value for the
+// same entity and instant. It never counts an event at or after `at`.
+//
+// Inputs:
+//
+//   - the feature sets (--featureset, repeatable, YAML): every feature of
+//     each, keyed by the spine column named like the set's entity key field
+//     (card_id);
+//   - the spine (--spine=files:GLOB): CSV with a header (.csv), JSON lines
+//     (.jsonl, .ndjson, .json), optionally .gz, or Parquet (.parquet); local
+//     paths or gs://. Its instants are in the column --spine_time: a
+//     timestamp or an RFC 3339 string;
+//   - each set's events from its sources.batch (BigQuery table or query, or
+//     files), read for [earliest instant − longest window − largest tile,
+//     latest instant), the range pushed down to BigQuery.
+//
+// Outputs:
+//
+//   - --output=files:PATH.parquet|.csv|.jsonl: every spine column, unchanged
+//     and in order, then one typed column per feature,
+//     <featureset>__<feature>, null where the server would say NOT_FOUND;
+//     one row per usable spine row, in no particular order;
+//   - a dead-letter file <dead_letter>.jsonl, one JSON object per spine row
+//     without a key or a valid time and per event that did not decode:
+//     {"set", "stage", "reason", "raw"}; the run fails if no spine row is
+//     usable;
+//   - counters in namespace "tandem", printed at the end of the run.
+//
+// Flags:
+//
+//	--featureset         path of a feature-set YAML; repeat for several sets (required)
+//	--spine              files:GLOB (required)
+//	--spine_time         the spine column of the rows' instants (default ts)
+//	--output             files:PATH with extension .parquet, .csv or .jsonl (required)
+//	--output_shards      number of output files (default 1: PATH itself)
+//	--dead_letter        path prefix of the dead-letter file (default dead_letter/training-<now>)
+//	--bigquery_project   project of the BigQuery read sessions and query jobs (default: the table's)
+//	--bigquery_max_streams  cap on the BigQuery read streams (default: BigQuery chooses)
+//	--bigquery_endpoint  host:port of a Storage Read API fake (default: BigQuery)
+//
+// and Beam's flags: --runner (default prism, Beam's local runner; dataflow
+// for Google Cloud Dataflow, with --project, --region, --staging_location,
+// --temp_location and, to print the job without submitting it, --dry_run).
+// The launcher reads the spine once before it builds the job, for its
+// columns and the range of its instants.
+//
+// Try it with no cloud at all, on the shipped sample data:
+//
+//	go run ./pipelines/training --featureset schemas/card_activity.yaml \
+//	    --spine files:schemas/data/card_spine.csv --output files:/tmp/card_training.parquet
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/options/jobopts"
+
+	"github.com/tandem-fp/tandem/pipelines/batch/batchpipe"
+	"github.com/tandem-fp/tandem/pipelines/training/trainpipe"
+	"github.com/tandem-fp/tandem/schemas"
+)
+
+// files collects a repeatable flag.
+type files []string
+
+func (f *files) String() string     { return strings.Join(*f, ",") }
+func (f *files) Set(v string) error { *f = append(*f, v); return nil }
+
+var (
+	featureSets files
+	spine       = flag.String("spine", "", "files:GLOB of the spine: CSV with a header, JSON lines or Parquet, by extension; required")
+	spineTime   = flag.String("spine_time", "ts", "the spine column holding each row's instant (a timestamp or RFC 3339)")
+	output      = flag.String("output", "", "files:PATH of the training rows, .parquet, .csv or .jsonl; required")
+	shards      = flag.Int("output_shards", 1, "number of output files; more than 1 names them PATH-SSSSS-of-NNNNN.ext")
+	deadLetter  = flag.String("dead_letter", "", "path prefix of the dead-letter file <prefix>.jsonl, local or gs://; default dead_letter/training-<now>")
+	bqProject   = flag.String("bigquery_project", "", "project that owns the BigQuery read sessions and runs a query source's query; default the table's project")
+	bqStreams   = flag.Int("bigquery_max_streams", 0, "most BigQuery read streams per feature set; 0 lets BigQuery choose")
+	bqEndpoint  = flag.String("bigquery_endpoint", "", "host:port of a BigQuery Storage Read API fake (plaintext, no auth); default BigQuery")
+)
+
+func init() {
+	flag.Var(&featureSets, "featureset", "path of a feature-set definition (YAML); repeat for several sets, each keyed by the spine column named like its entity key field")
+}
+
+func main() {
+	flag.Parse()
+	beam.Init() // on a Dataflow worker this runs the worker and never returns
+	if err := run(context.Background()); err != nil {
+		slog.Error("training: failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+const filesPrefix = "files:"
+
+func run(ctx context.Context) error {
+	if len(featureSets) == 0 {
+		return errors.New("--featureset is required")
+	}
+	if *spine == "" {
+		return errors.New("--spine is required")
+	}
+	if *output == "" {
+		return errors.New("--output is required")
+	}
+	cfg := trainpipe.Config{
+		SpineTime: *spineTime,
+		Output:    trainpipe.Output{Shards: *shards},
+		BigQuery:  batchpipe.BigQueryConfig{Project: *bqProject, MaxStreams: *bqStreams, Endpoint: *bqEndpoint},
+	}
+	var ok bool
+	if cfg.SpineGlob, ok = strings.CutPrefix(*spine, filesPrefix); !ok {
+		return fmt.Errorf("--spine %q: want files:GLOB", *spine)
+	}
+	if cfg.Output.Path, ok = strings.CutPrefix(*output, filesPrefix); !ok {
+		return fmt.Errorf("--output %q: want files:PATH.parquet, .csv or .jsonl", *output)
+	}
+	sets, err := schemas.LoadAll(featureSets...)
+	if err != nil {
+		return err
+	}
+	for _, set := range sets {
+		cfg.Requests = append(cfg.Requests, trainpipe.Request{Set: set})
+	}
+	cfg.DeadLetter = *deadLetter
+	if cfg.DeadLetter == "" {
+		cfg.DeadLetter = filepath.Join("dead_letter", "training-"+time.Now().UTC().Format("20060102T150405Z"))
+	}
+	if err := trainpipe.Prepare(ctx, &cfg); err != nil {
+		return err
+	}
+	res, err := trainpipe.Run(ctx, &cfg)
+	if err != nil {
+		return err
+	}
+	if *jobopts.Async && !res.DryRun {
+		slog.Info("training: job submitted", "output", strings.Join(res.Files, ","))
+		return nil
+	}
+	res.Log()
+	return nil
+}

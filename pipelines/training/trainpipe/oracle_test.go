@@ -1,0 +1,558 @@
+package trainpipe
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow/go/v15/arrow/array"
+	"github.com/apache/arrow/go/v15/arrow/memory"
+	"github.com/apache/arrow/go/v15/parquet/file"
+	"github.com/apache/arrow/go/v15/parquet/pqarrow"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/testing/ptest"
+
+	"github.com/tandem-fp/tandem/schemas"
+	"github.com/tandem-fp/tandem/schemas/sample"
+	"github.com/tandem-fp/tandem/schemas/schemastest"
+)
+
+func TestMain(m *testing.M) { ptest.Main(m) }
+
+// oracleDef covers every op, over tiles of 1m, 15m, 1h and 3h.
+const oracleDef = `
+name: acct
+entity: {name: account, key: account}
+event_time: ts
+fields:
+  account: string
+  n: int64
+  x: float64
+  s: string
+  ok: bool
+  ts: timestamp
+features:
+  - {name: c_1h, op: count, window: 1h}
+  - {name: n_sum_1h, op: sum, field: n, window: 1h}
+  - {name: x_sum_24h, op: sum, field: x, window: 24h}
+  - {name: n_min_1h, op: min, field: n, window: 1h, tile: 15m}
+  - {name: x_max_24h, op: max, field: x, window: 24h}
+  - {name: s_min_24h, op: min, field: s, window: 24h}
+  - {name: x_mean_1h, op: mean, field: x, window: 1h}
+  - {name: n_mean_24h, op: mean, field: n, window: 24h}
+  - {name: x_stddev_24h, op: stddev, field: x, window: 24h}
+  - {name: n_stddev_1h, op: stddev, field: n, window: 1h}
+  - {name: s_last_1h, op: last, field: s, window: 1h}
+  - {name: ok_last_24h, op: last, field: ok, window: 24h, tile: 3h}
+  - {name: s_distinct_7d, op: approx_count_distinct, field: s, window: 7d}
+  - {name: n_distinct_1h, op: approx_count_distinct, field: n, window: 1h}
+`
+
+// oracleT0 is a fixed instant: nothing in the training pipeline compares
+// event times or instants with the wall clock (no GC, no lateness, no
+// staleness), so a calendar date is safe here.
+var oracleT0 = time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+
+// oracleEvents is a random history over [t0, t0+3d) for a few entities,
+// with events on tile boundaries and several at the same instant.
+func oracleEvents(set *schemas.FeatureSet, rng *rand.Rand) []schemas.Event {
+	entities := []string{"a_1", "a_2", "a_3", "a_4", "a_5"}
+	words := []string{"apple", "kiwi", "lime", "pear", "plum", "fig", "date", "yuzu", "lemon", "quince"}
+	span := int64(72 * time.Hour / time.Microsecond)
+	ev := func(key string, t int64) schemas.Event {
+		vals := make([]schemas.Value, len(set.Fields))
+		for i, fd := range set.Fields {
+			switch fd.Name {
+			case "account":
+				vals[i] = schemas.StringValue(key)
+			case "n":
+				vals[i] = schemas.Int64Value(rng.Int64N(2000) - 500)
+			case "x":
+				vals[i] = schemas.Float64Value(rng.NormFloat64()*1e3 + 1e4)
+			case "s":
+				vals[i] = schemas.StringValue(words[rng.IntN(len(words))])
+			case "ok":
+				vals[i] = schemas.BoolValue(rng.IntN(3) > 0)
+			case "ts":
+				vals[i] = schemas.Value{Type: schemas.Timestamp, Int: t}
+			}
+			if fd.Name != "account" && fd.Name != "ts" && rng.IntN(30) == 0 {
+				vals[i] = schemas.Value{}
+			}
+		}
+		return schemas.Event{Key: key, Time: t, Values: vals}
+	}
+	t0 := oracleT0.UnixMicro()
+	var out []schemas.Event
+	for range 3000 {
+		// Entity a_1 is hot: half the events.
+		key := entities[rng.IntN(len(entities))]
+		if rng.IntN(2) == 0 {
+			key = "a_1"
+		}
+		out = append(out, ev(key, t0+rng.Int64N(span)))
+	}
+	for range 40 {
+		// On boundaries of 15m and 3h tiles, and twice at one instant.
+		b := t0 + rng.Int64N(span/int64(15*time.Minute/time.Microsecond))*int64(15*time.Minute/time.Microsecond)
+		key := entities[rng.IntN(len(entities))]
+		out = append(out, ev(key, b), ev(key, b))
+	}
+	rng.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	return out
+}
+
+// oracleInstants are spine instants: random ones (off boundaries), tile
+// boundaries, at an event, 1µs after and 1µs before one, before all events.
+func oracleInstants(events []schemas.Event, rng *rand.Rand) []struct {
+	key string
+	at  int64
+} {
+	type q = struct {
+		key string
+		at  int64
+	}
+	t0 := oracleT0.UnixMicro()
+	span := int64(80 * time.Hour / time.Microsecond)
+	var out []q
+	keys := []string{"a_1", "a_2", "a_3", "a_4", "a_5", "nobody"}
+	for range 150 {
+		out = append(out, q{keys[rng.IntN(len(keys))], t0 - int64(time.Hour/time.Microsecond) + rng.Int64N(span)})
+	}
+	for range 40 {
+		tile := []int64{60e6, 900e6, 3600e6, 3 * 3600e6}[rng.IntN(4)]
+		out = append(out, q{keys[rng.IntN(len(keys))], t0 + rng.Int64N(span/tile)*tile})
+	}
+	for range 60 {
+		e := events[rng.IntN(len(events))]
+		out = append(out, q{e.Key, e.Time + []int64{0, 1, -1}[rng.IntN(3)]})
+	}
+	return out
+}
+
+// bruteForce computes feature f at `at` from the raw events, by its
+// definition: the events of the entity with time in [floor((at−W)/T)·T,
+// at). It shares no code with the tiles or the algebra; floating-point
+// results are plain sums, so they agree to rounding only, and distinct
+// counts are exact. ok is false where the server says NOT_FOUND.
+func bruteForce(f schemas.Feature, events []schemas.Event, key string, at int64) (v any, ok bool) {
+	w, t := f.Window.Microseconds(), f.Tile.Microseconds()
+	lo := at - w
+	lo -= ((lo % t) + t) % t
+	var in []schemas.Event
+	for _, e := range events {
+		if e.Key == key && e.Time >= lo && e.Time < at {
+			in = append(in, e)
+		}
+	}
+	if f.Op == schemas.OpCount {
+		return int64(len(in)), true
+	}
+	var vs []schemas.Value
+	var ts []int64
+	for _, e := range in {
+		if v := e.Values[f.FieldIndex]; !v.IsNull() {
+			vs, ts = append(vs, v), append(ts, e.Time)
+		}
+	}
+	num := func(v schemas.Value) float64 {
+		if v.Type == schemas.Float64 {
+			return v.Float
+		}
+		return float64(v.Int)
+	}
+	switch f.Op {
+	case schemas.OpSum:
+		if f.FieldType == schemas.Int64 {
+			var s int64
+			for _, v := range vs {
+				s += v.Int
+			}
+			return s, true
+		}
+		s := 0.0
+		for _, v := range vs {
+			s += v.Float
+		}
+		return s, true
+	case schemas.OpApproxCountDistinct:
+		seen := map[string]bool{}
+		for _, v := range vs {
+			seen[fmt.Sprint(v.Type, v.Int, v.Float, v.Str)] = true
+		}
+		return int64(len(seen)), true
+	}
+	if len(vs) == 0 {
+		return nil, false
+	}
+	switch f.Op {
+	case schemas.OpMin, schemas.OpMax:
+		best := vs[0]
+		for _, v := range vs[1:] {
+			var less bool
+			switch v.Type {
+			case schemas.String:
+				less = v.Str < best.Str
+			case schemas.Float64:
+				less = v.Float < best.Float
+			default:
+				less = v.Int < best.Int
+			}
+			greater := !less && v != best
+			if f.Op == schemas.OpMin && less || f.Op == schemas.OpMax && greater {
+				best = v
+			}
+		}
+		return plain(best), true
+	case schemas.OpMean:
+		s := 0.0
+		for _, v := range vs {
+			s += num(v)
+		}
+		return s / float64(len(vs)), true
+	case schemas.OpStddev:
+		m := 0.0
+		for _, v := range vs {
+			m += num(v)
+		}
+		m /= float64(len(vs))
+		ss := 0.0
+		for _, v := range vs {
+			ss += (num(v) - m) * (num(v) - m)
+		}
+		return math.Sqrt(ss / float64(len(vs))), true
+	case schemas.OpLast:
+		bi := 0
+		for i := range vs {
+			if ts[i] > ts[bi] || ts[i] == ts[bi] && larger(vs[i], vs[bi]) {
+				bi = i
+			}
+		}
+		return plain(vs[bi]), true
+	}
+	panic("unknown op " + f.Op)
+}
+
+func larger(a, b schemas.Value) bool {
+	switch a.Type {
+	case schemas.String:
+		return a.Str > b.Str
+	case schemas.Float64:
+		return a.Float > b.Float
+	}
+	return a.Int > b.Int
+}
+
+// plain is a value as the output files give it back: string, int64,
+// float64 or bool.
+func plain(v schemas.Value) any {
+	switch v.Type {
+	case schemas.String:
+		return v.Str
+	case schemas.Float64:
+		return v.Float
+	case schemas.Bool:
+		return v.Int != 0
+	}
+	return v.Int
+}
+
+// writeEvents writes events as JSON lines to dir/events.jsonl.
+func writeEvents(t *testing.T, dir string, set *schemas.FeatureSet, events []schemas.Event) string {
+	t.Helper()
+	var b bytes.Buffer
+	if err := sample.WriteJSONL(&b, set, events); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "events.jsonl")
+	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// runTraining runs the pipeline on prism and returns the output rows as
+// maps of column name to plain value (nil for null).
+func runTraining(t *testing.T, cfg *Config) []map[string]any {
+	t.Helper()
+	if _, err := Run(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	var rows []map[string]any
+	for _, path := range OutputFiles(cfg.Output) {
+		rows = append(rows, readOutput(t, path, cfg.Columns())...)
+	}
+	return rows
+}
+
+// readOutput reads an output file back with a reader that is not the
+// writer: encoding/csv, encoding/json, or Arrow's Parquet reader.
+func readOutput(t *testing.T, path string, cols []Column) []map[string]any {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []map[string]any
+	switch f, _ := FormatOf(path); f {
+	case JSONLines:
+		for _, line := range bytes.Split(bytes.TrimSpace(data), []byte("\n")) {
+			d := json.NewDecoder(bytes.NewReader(line))
+			d.UseNumber()
+			var m map[string]any
+			if err := d.Decode(&m); err != nil {
+				t.Fatalf("%s: %v", path, err)
+			}
+			for _, c := range cols {
+				m[c.Name] = fromJSON(t, m[c.Name], c.Type)
+			}
+			rows = append(rows, m)
+		}
+	case CSV:
+		recs, err := csv.NewReader(bytes.NewReader(data)).ReadAll()
+		if err != nil {
+			t.Fatal(err)
+		}
+		header := recs[0]
+		if got := strings.Join(header, ", "); got != columnNames(cols) {
+			t.Fatalf("%s header %s, want %s", path, got, columnNames(cols))
+		}
+		for _, rec := range recs[1:] {
+			m := map[string]any{}
+			for i, c := range cols {
+				m[c.Name] = fromText(t, rec[i], c.Type)
+			}
+			rows = append(rows, m)
+		}
+	case Parquet:
+		pf, err := file.NewParquetReader(bytes.NewReader(data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pf.Close()
+		fr, err := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{}, memory.DefaultAllocator)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tbl, err := fr.ReadTable(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tbl.Release()
+		tr := array.NewTableReader(tbl, 1000)
+		defer tr.Release()
+		for tr.Next() {
+			rec := tr.Record()
+			for i := range int(rec.NumRows()) {
+				m := map[string]any{}
+				for j, c := range cols {
+					if rec.ColumnName(j) != c.Name {
+						t.Fatalf("%s column %d is %s, want %s", path, j, rec.ColumnName(j), c.Name)
+					}
+					m[c.Name] = nilIfNull(arrowValue(rec.Column(j), i))
+				}
+				rows = append(rows, m)
+			}
+		}
+	}
+	return rows
+}
+
+func nilIfNull(v schemas.Value) any {
+	if v.IsNull() {
+		return nil
+	}
+	return plain(v)
+}
+
+func fromText(t *testing.T, s string, typ schemas.Type) any {
+	t.Helper()
+	if s == "" { // CSV has no null: an empty field is one (and so is an empty string)
+		return nil
+	}
+	switch typ {
+	case schemas.Int64:
+		i, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return i
+	case schemas.Float64:
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	case schemas.Bool:
+		return s == "true"
+	}
+	return s
+}
+
+func fromJSON(t *testing.T, v any, typ schemas.Type) any {
+	t.Helper()
+	n, ok := v.(json.Number)
+	if !ok {
+		return v
+	}
+	return fromText(t, n.String(), typ)
+}
+
+// TestOracle runs the pipeline on a random history and spine, for every
+// spine and output format, and checks every value against brute force.
+func TestOracle(t *testing.T) {
+	set := schemastest.MustParse(t, oracleDef)
+	rng := rand.New(rand.NewPCG(11, 12))
+	events := oracleEvents(set, rng)
+	instants := oracleInstants(events, rng)
+	dir := t.TempDir()
+	evPath := writeEvents(t, dir, set, events)
+
+	// The spine: a key, an instant, a label; the instants in RFC 3339.
+	spineRows := make([][]string, len(instants))
+	for i, q := range instants {
+		spineRows[i] = []string{q.key, time.UnixMicro(q.at).UTC().Format(time.RFC3339Nano), strconv.Itoa(i)}
+	}
+	for _, tc := range []struct{ spine, output string }{
+		{"spine.csv", "out.parquet"},
+		{"spine.jsonl", "out.csv"},
+		{"spine.parquet", "out.jsonl"},
+	} {
+		t.Run(tc.spine+"→"+tc.output, func(t *testing.T) {
+			spinePath := filepath.Join(dir, tc.spine)
+			writeSpine(t, spinePath, []string{"account", "when", "label"}, spineRows)
+			cfg := &Config{
+				Requests:   []Request{{Set: set, Source: schemas.BatchSource{Files: evPath}}},
+				SpineGlob:  spinePath,
+				SpineTime:  "when",
+				Output:     Output{Path: filepath.Join(dir, tc.output)},
+				DeadLetter: filepath.Join(dir, "dead"),
+			}
+			rows := runTraining(t, cfg)
+			if len(rows) != len(instants) {
+				t.Fatalf("%d output rows, want %d", len(rows), len(instants))
+			}
+			checked := 0
+			for _, row := range rows {
+				i := labelOf(t, row["label"])
+				q := instants[i]
+				if row["account"] != q.key {
+					t.Fatalf("row %d: account %v, want %s", i, row["account"], q.key)
+				}
+				for _, f := range set.Features {
+					got := row[FeatureColumn(set.Name, f.Name)]
+					want, ok := bruteForce(f, events, q.key, q.at)
+					if !ok {
+						want = nil
+					}
+					if !agrees(f, got, want) {
+						t.Errorf("%s at %s (row %d): %v, want %v", f.Name, time.UnixMicro(q.at).UTC().Format(time.RFC3339Nano), i, got, want)
+					}
+					checked++
+				}
+			}
+			t.Logf("%d values checked", checked)
+		})
+	}
+}
+
+func labelOf(t *testing.T, v any) int {
+	t.Helper()
+	switch x := v.(type) {
+	case string:
+		i, err := strconv.Atoi(x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return i
+	case int64:
+		return int(x)
+	}
+	t.Fatalf("label %v (%T)", v, v)
+	return 0
+}
+
+// agrees compares a pipeline value with brute force: exactly, but floats to
+// 1e-9 relative and distinct counts within the sketch's error.
+func agrees(f schemas.Feature, got, want any) bool {
+	if got == nil || want == nil {
+		return got == nil && want == nil
+	}
+	switch w := want.(type) {
+	case float64:
+		g, ok := got.(float64)
+		return ok && math.Abs(g-w) <= 1e-9*max(1, math.Abs(w))
+	case int64:
+		g, ok := got.(int64)
+		if f.Op == schemas.OpApproxCountDistinct {
+			return ok && math.Abs(float64(g-w)) <= 0.03*float64(w)
+		}
+		return ok && g == w
+	}
+	return got == want
+}
+
+// writeSpine writes a spine in the format of path's extension: every value
+// a string, but the label column an integer in JSON lines and Parquet.
+func writeSpine(t *testing.T, path string, header []string, rows [][]string) {
+	t.Helper()
+	var b bytes.Buffer
+	switch f, _ := FormatOf(path); f {
+	case CSV:
+		w := csv.NewWriter(&b)
+		w.Write(header)
+		w.WriteAll(rows)
+	case JSONLines:
+		for _, r := range rows {
+			m := map[string]any{}
+			for i, h := range header {
+				m[h] = r[i]
+				if h == "label" {
+					m[h], _ = strconv.Atoi(r[i])
+				}
+			}
+			line, _ := json.Marshal(m)
+			b.Write(append(line, '\n'))
+		}
+	case Parquet:
+		cols := make([]Column, len(header))
+		for i, h := range header {
+			cols[i] = Column{Name: h, Type: schemas.String}
+			if h == "label" {
+				cols[i].Type = schemas.Int64
+			}
+		}
+		w, err := newParquetWriter(&b, cols)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rows {
+			vals := make([]schemas.Value, len(r))
+			for i, s := range r {
+				vals[i] = schemas.StringValue(s)
+				if cols[i].Type == schemas.Int64 {
+					n, _ := strconv.Atoi(s)
+					vals[i] = schemas.Int64Value(int64(n))
+				}
+			}
+			if err := w.write(vals); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}

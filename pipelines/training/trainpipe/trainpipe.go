@@ -1,0 +1,353 @@
+// Package trainpipe builds and runs Tandem's training pipeline: for every
+// row of a spine (labelled examples: entity keys, an instant, any other
+// columns) it computes the requested features of one or more feature sets
+// at the row's instant under the window contract (schemas.Feature.Span),
+// from the raw events of each set's batch source, and writes one output row
+// per spine row: the spine's columns unchanged, then one column per feature,
+// <featureset>__<feature>.
+//
+// The values are those the server returns for the same entity and instant:
+// the same tile boundaries, the same aggregation algebra, the same merge
+// order (see Sweep). Per entity the work is a sort and a sweep, not spine
+// rows × events; entities are spread over workers by a CoGroupByKey per
+// feature set.
+//
+// Command pipelines/training turns flags into a Config and calls Run;
+// tests and scripts build or run the same pipeline in process.
+package trainpipe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/x/beamx"
+
+	"github.com/tandem-fp/tandem/pipelines/batch/batchpipe"
+	"github.com/tandem-fp/tandem/schemas"
+	"github.com/tandem-fp/tandem/transforms"
+)
+
+// ErrConfig matches, with errors.Is, every error Prepare and Build return
+// for a Config that cannot make a pipeline.
+var ErrConfig = errors.New("trainpipe: bad config")
+
+// DeadLetterSet is the Set of the dead letters of spine rows.
+const DeadLetterSet = "spine"
+
+// Request asks for features of one feature set, keyed by a spine column.
+type Request struct {
+	Set *schemas.FeatureSet
+	// Key is the spine column holding the set's entity key; by default the
+	// set's entity key field name (card_id).
+	Key string
+	// Features are the names of the features wanted, in output order; by
+	// default every feature of the set, in definition order.
+	Features []string
+	// Source is where the set's events come from; by default the set's
+	// sources.batch.
+	Source schemas.BatchSource
+
+	feats []int // indexes of Features in Set.Features
+}
+
+// Output is where the training rows go.
+type Output struct {
+	// Path is a local path or gs://...; its extension says the format
+	// (.parquet, .csv, .jsonl/.ndjson/.json).
+	Path string
+	// Shards is the number of files written (default 1: Path itself; more:
+	// Path with -SSSSS-of-NNNNN before the extension).
+	Shards int
+}
+
+// Config is everything one training run needs.
+type Config struct {
+	Requests []Request
+	// SpineGlob names the spine files (CSV with a header, JSON lines or
+	// Parquet, by extension; local or gs://), SpineTime the column of the
+	// rows' instants (default "ts").
+	SpineGlob string
+	SpineTime string
+	Output    Output
+	// DeadLetter is the path prefix of the dead-letter file
+	// <DeadLetter>.jsonl: spine rows without a key or a valid time, and
+	// events that do not decode.
+	DeadLetter string
+	// BigQuery is how to reach BigQuery, for BigQuery event sources.
+	BigQuery batchpipe.BigQueryConfig
+
+	// Spine is what Prepare learned from the spine; Build needs it.
+	Spine *Spine
+}
+
+// Prepare validates cfg, fills in its defaults and reads the spine once
+// (ProbeSpine) for its columns and the range of its instants. Build and Run
+// take the prepared Config; Run prepares it if it was not.
+func Prepare(ctx context.Context, cfg *Config) error {
+	if len(cfg.Requests) == 0 {
+		return fmt.Errorf("%w: no feature set requested", ErrConfig)
+	}
+	if cfg.SpineGlob == "" {
+		return fmt.Errorf("%w: no spine", ErrConfig)
+	}
+	if cfg.SpineTime == "" {
+		cfg.SpineTime = "ts"
+	}
+	if cfg.Output.Path == "" {
+		return fmt.Errorf("%w: no output path", ErrConfig)
+	}
+	if _, err := FormatOf(cfg.Output.Path); err != nil {
+		return err
+	}
+	if strings.HasSuffix(strings.ToLower(cfg.Output.Path), ".gz") {
+		return fmt.Errorf("%w: output %q: compressed output is not supported; write .parquet for compact files", ErrConfig, cfg.Output.Path)
+	}
+	if cfg.Output.Shards == 0 {
+		cfg.Output.Shards = 1
+	}
+	if cfg.Output.Shards < 0 || cfg.Output.Shards > 10_000 {
+		return fmt.Errorf("%w: output shards %d out of range [1, 10000]", ErrConfig, cfg.Output.Shards)
+	}
+	if cfg.DeadLetter == "" {
+		return fmt.Errorf("%w: no dead-letter path", ErrConfig)
+	}
+	seen := map[string]bool{}
+	for i := range cfg.Requests {
+		r := &cfg.Requests[i]
+		if r.Set == nil {
+			return fmt.Errorf("%w: request %d has no feature set", ErrConfig, i)
+		}
+		if seen[r.Set.Name] {
+			return fmt.Errorf("%w: feature set %s requested twice", ErrConfig, r.Set.Name)
+		}
+		seen[r.Set.Name] = true
+		if r.Key == "" {
+			r.Key = r.Set.Entity.Key
+		}
+		if len(r.Features) == 0 {
+			for _, f := range r.Set.Features {
+				r.Features = append(r.Features, f.Name)
+			}
+		}
+		r.feats = r.feats[:0]
+		for _, name := range r.Features {
+			f, ok := r.Set.Feature(name)
+			if !ok {
+				return fmt.Errorf("%w: feature set %s has no feature %q", ErrConfig, r.Set.Name, name)
+			}
+			if slices.Contains(r.feats, f.Index) {
+				return fmt.Errorf("%w: feature %s.%s requested twice", ErrConfig, r.Set.Name, name)
+			}
+			r.feats = append(r.feats, f.Index)
+		}
+		if r.Source == (schemas.BatchSource{}) {
+			src, err := batchpipe.DefaultSource(r.Set)
+			if err != nil {
+				return fmt.Errorf("%w: %w", ErrConfig, err)
+			}
+			r.Source = src
+		}
+		if err := batchpipe.CheckSource(r.Source, cfg.BigQuery); err != nil {
+			return err
+		}
+	}
+	if cfg.Spine == nil {
+		sp, err := ProbeSpine(ctx, cfg.SpineGlob, cfg.SpineTime)
+		if err != nil {
+			return err
+		}
+		cfg.Spine = sp
+	}
+	names := map[string]bool{}
+	for _, c := range cfg.Spine.Columns {
+		names[c.Name] = true
+	}
+	for _, r := range cfg.Requests {
+		i := slices.IndexFunc(cfg.Spine.Columns, func(c Column) bool { return c.Name == r.Key })
+		if i < 0 {
+			return fmt.Errorf("%w: the spine has no column %q, the key of feature set %s (its columns: %s)",
+				ErrConfig, r.Key, r.Set.Name, columnNames(cfg.Spine.Columns))
+		}
+		if t := cfg.Spine.Columns[i].Type; t != schemas.String && t != schemas.Int64 {
+			return fmt.Errorf("%w: spine column %q, the key of feature set %s, holds %s values; a key is a string or an integer",
+				ErrConfig, r.Key, r.Set.Name, t)
+		}
+		for _, fi := range r.feats {
+			if name := FeatureColumn(r.Set.Name, r.Set.Features[fi].Name); names[name] {
+				return fmt.Errorf("%w: the spine already has a column %q", ErrConfig, name)
+			}
+		}
+	}
+	return nil
+}
+
+// FeatureColumn is the output column of a feature: <featureset>__<feature>.
+func FeatureColumn(set, feature string) string { return set + "__" + feature }
+
+// Columns returns the output columns of a prepared cfg: the spine's, then
+// one per requested feature, typed by the feature's result type.
+func (cfg *Config) Columns() []Column {
+	cols := slices.Clone(cfg.Spine.Columns)
+	for _, r := range cfg.Requests {
+		for _, fi := range r.feats {
+			f := r.Set.Features[fi]
+			cols = append(cols, Column{Name: FeatureColumn(r.Set.Name, f.Name), Type: f.ResultType()})
+		}
+	}
+	return cols
+}
+
+// ReadRange is the event-time range [from, to) read for a request: from
+// the earliest spine instant less the longest window and the largest tile
+// of the requested features (the oldest whole tile any row's window can
+// start at), to the latest spine instant (no value counts an event at or
+// after its instant).
+func (cfg *Config) ReadRange(r Request) (from, to time.Time) {
+	var w, t time.Duration
+	for _, fi := range r.feats {
+		w, t = max(w, r.Set.Features[fi].Window), max(t, r.Set.Features[fi].Tile)
+	}
+	from = time.UnixMicro(cfg.Spine.MinAt).Add(-w - t).UTC()
+	return from, time.UnixMicro(cfg.Spine.MaxAt).UTC()
+}
+
+// Build adds the training pipeline of a prepared cfg to s:
+//
+//	spine files → rows (bad ones → dead letters) ───────────────────────┐
+//	per feature set: events (files or BigQuery, the range pushed down)   │
+//	    → CoGroupByKey by entity with the rows' queries → sort and sweep │
+//	→ (several sets: CoGroupByKey by row ID with the rows) ←─────────────┘
+//	→ output files; dead letters → <dead_letter>.jsonl; a run with no
+//	  usable spine row fails
+func Build(s beam.Scope, cfg *Config) error {
+	if cfg.Spine == nil {
+		return fmt.Errorf("%w: the config is not prepared (no spine)", ErrConfig)
+	}
+	files, err := spineFiles(context.Background(), cfg.SpineGlob)
+	if err != nil {
+		return err
+	}
+	cols := cfg.Columns()
+	rows, spineDead := readSpine(s.Scope("Spine"), cfg, files)
+	single := len(cfg.Requests) == 1
+	var out beam.PCollection
+	var perSet []beam.PCollection
+	dead := []beam.PCollection{spineDead}
+	offset := len(cfg.Spine.Columns)
+	for ri, r := range cfg.Requests {
+		rs := s.Scope("Features_" + r.Set.Name)
+		from, to := cfg.ReadRange(r)
+		events, evDead, err := batchpipe.ReadEvents(rs.Scope("Read"), r.Set, r.Source, cfg.BigQuery, from, to)
+		if err != nil {
+			return err
+		}
+		dead = append(dead, evDead)
+		vals := computeFeatures(rs, cfg, ri, offset, single, from, to, events, rows)
+		if single {
+			out = vals
+		} else {
+			perSet = append(perSet, vals)
+		}
+		offset += len(r.feats)
+	}
+	if !single {
+		out = joinRows(s.Scope("Join"), len(cols), rows, beam.Flatten(s, perSet...))
+	}
+	written := writeRows(s.Scope("Write"), cfg.Output, cols, out)
+	deadWritten := batchpipe.WriteDeadLetters(s.Scope("DeadLetters"), "training", cfg.DeadLetter+".jsonl", beam.Flatten(s, dead...))
+	checkRun(s.Scope("Check"), cfg.DeadLetter+".jsonl", written, deadWritten)
+	return nil
+}
+
+// Result is what a run did, from the pipeline's metrics.
+type Result struct {
+	// DryRun is true when the runner only printed the job.
+	DryRun bool
+	// SpineRows read; of them DeadRows went to the dead-letter file.
+	SpineRows, DeadRows int64
+	// Rows written to the output, Files the output files.
+	Rows  int64
+	Files []string
+	// Counters holds every counter of namespace transforms.MetricsNamespace.
+	Counters map[string]int64
+	Elapsed  time.Duration
+}
+
+// Run prepares cfg if needed, builds the pipeline and runs it on the runner
+// named by Beam's --runner flag (prism by default), and returns its metrics.
+func Run(ctx context.Context, cfg *Config) (Result, error) {
+	var res Result
+	if cfg.Spine == nil {
+		if err := Prepare(ctx, cfg); err != nil {
+			return res, err
+		}
+	}
+	p, s := beam.NewPipelineWithRoot()
+	if err := Build(s, cfg); err != nil {
+		return res, err
+	}
+	res.Files = OutputFiles(cfg.Output)
+	slog.Info("training: spine", "glob", cfg.SpineGlob, "format", cfg.Spine.Format, "columns", len(cfg.Spine.Columns),
+		"rows", cfg.Spine.Rows, "from", time.UnixMicro(cfg.Spine.MinAt).UTC().Format(time.RFC3339Nano), "to", time.UnixMicro(cfg.Spine.MaxAt).UTC().Format(time.RFC3339Nano))
+	for _, r := range cfg.Requests {
+		from, to := cfg.ReadRange(r)
+		slog.Info("training: features", "set", r.Set.Name, "key", r.Key, "features", len(r.feats),
+			"source", batchpipe.SourceString(r.Source), "from", from.Format(time.RFC3339), "to", to.Format(time.RFC3339Nano))
+	}
+	start := time.Now()
+	pr, err := beamx.RunWithMetrics(ctx, p)
+	res.Elapsed = time.Since(start)
+	if err != nil {
+		return res, fmt.Errorf("training run: %w", err)
+	}
+	if pr == nil {
+		res.DryRun = true
+		return res, nil
+	}
+	res.Counters = batchpipe.Counters(pr)
+	res.SpineRows = res.Counters["training_spine_rows"]
+	res.DeadRows = res.Counters["training_spine_dead_letters"]
+	res.Rows = res.Counters["training_rows_written"]
+	return res, nil
+}
+
+// Log writes the result to the log.
+func (r Result) Log() {
+	if r.DryRun {
+		slog.Info("training: dry run, job not submitted")
+		return
+	}
+	secs := max(r.Elapsed.Seconds(), 1e-9)
+	slog.Info("training: done", "elapsed", r.Elapsed.Round(time.Millisecond), "spine_rows", r.SpineRows,
+		"dead_rows", r.DeadRows, "rows_written", r.Rows, "rows_per_s", int64(float64(r.Rows)/secs), "output", strings.Join(r.Files, ","))
+	names := make([]string, 0, len(r.Counters))
+	for n := range r.Counters {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		slog.Info("training: metric", "name", transforms.MetricsNamespace+"/"+n, "value", r.Counters[n])
+	}
+}
+
+// OutputFiles lists the files an output writes.
+func OutputFiles(o Output) []string {
+	n := max(o.Shards, 1)
+	if n == 1 {
+		return []string{o.Path}
+	}
+	ext := filepath.Ext(o.Path)
+	base := strings.TrimSuffix(o.Path, ext)
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s-%05d-of-%05d%s", base, i, n, ext)
+	}
+	return out
+}
