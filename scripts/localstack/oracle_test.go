@@ -163,31 +163,7 @@ type timeline struct {
 func makeTimeline(set *schemas.FeatureSet, seed uint64, t0 time.Time) timeline {
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	entities := []string{"a_1", "a_2", "a_3", "a_4", "a_5", "a_6"}
-	words := []string{"apple", "kiwi", "lime", "pear", "plum", "fig", "date", "yuzu"}
-	ev := func(t time.Time) schemas.Event {
-		vals := make([]schemas.Value, len(set.Fields))
-		key := entities[rng.IntN(len(entities))]
-		for i, fd := range set.Fields {
-			switch fd.Name {
-			case "account":
-				vals[i] = schemas.StringValue(key)
-			case "n":
-				vals[i] = schemas.Int64Value(rng.Int64N(2000) - 500)
-			case "x":
-				vals[i] = schemas.Float64Value(math.Round(rng.NormFloat64()*1e6) / 1e3)
-			case "s":
-				vals[i] = schemas.StringValue(words[rng.IntN(len(words))])
-			case "ok":
-				vals[i] = schemas.BoolValue(rng.IntN(3) > 0)
-			case "ts":
-				vals[i] = schemas.TimestampValue(t)
-			}
-			if fd.Name != "account" && fd.Name != "ts" && rng.IntN(40) == 0 {
-				vals[i] = schemas.Value{} // a null now and then
-			}
-		}
-		return schemas.Event{Key: key, Time: t.UnixMicro(), Values: vals}
-	}
+	ev := func(t time.Time) schemas.Event { return randomEvent(set, rng, entities[rng.IntN(len(entities))], t) }
 	tl := timeline{asOf: t0.Add(90 * time.Minute)}
 	// History: random times over [t0, asOf), plus boundaries.
 	for range 1500 {
@@ -219,6 +195,33 @@ func makeTimeline(set *schemas.FeatureSet, seed uint64, t0 time.Time) timeline {
 		tl.late = append(tl.late, ev(tl.end.Add(-10*time.Minute-time.Duration(rng.Int64N(int64(20*time.Minute))))))
 	}
 	return tl
+}
+
+// randomEvent is an event of the oracle feature set for key at t, with
+// random field values and a null now and then.
+func randomEvent(set *schemas.FeatureSet, rng *rand.Rand, key string, t time.Time) schemas.Event {
+	words := []string{"apple", "kiwi", "lime", "pear", "plum", "fig", "date", "yuzu"}
+	vals := make([]schemas.Value, len(set.Fields))
+	for i, fd := range set.Fields {
+		switch fd.Name {
+		case "account":
+			vals[i] = schemas.StringValue(key)
+		case "n":
+			vals[i] = schemas.Int64Value(rng.Int64N(2000) - 500)
+		case "x":
+			vals[i] = schemas.Float64Value(math.Round(rng.NormFloat64()*1e6) / 1e3)
+		case "s":
+			vals[i] = schemas.StringValue(words[rng.IntN(len(words))])
+		case "ok":
+			vals[i] = schemas.BoolValue(rng.IntN(3) > 0)
+		case "ts":
+			vals[i] = schemas.TimestampValue(t)
+		}
+		if fd.Name != "account" && fd.Name != "ts" && rng.IntN(40) == 0 {
+			vals[i] = schemas.Value{} // a null now and then
+		}
+	}
+	return schemas.Event{Key: key, Time: t.UnixMicro(), Values: vals}
 }
 
 type featureJSON struct {
