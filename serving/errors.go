@@ -25,7 +25,10 @@ var (
 	ErrNotFound          = errors.New("serving: no such endpoint")             // 404 not_found
 	ErrMethodNotAllowed  = errors.New("serving: method not allowed")           // 405 method_not_allowed
 	ErrBodyTooLarge      = errors.New("serving: request body too large")       // 413 body_too_large
+	ErrResponseTooLarge  = errors.New("serving: response too large")           // 400 response_too_large
+	ErrRateLimited       = errors.New("serving: rate limited")                 // 429 rate_limited
 	ErrUnavailable       = errors.New("serving: Bigtable unavailable or slow") // 503 unavailable
+	ErrOverloaded        = errors.New("serving: overloaded")                   // 503 overloaded
 )
 
 // errorKinds maps each sentinel to its HTTP status and the code in the JSON
@@ -46,7 +49,10 @@ var errorKinds = []struct {
 	{ErrNotFound, http.StatusNotFound, "not_found"},
 	{ErrMethodNotAllowed, http.StatusMethodNotAllowed, "method_not_allowed"},
 	{ErrBodyTooLarge, http.StatusRequestEntityTooLarge, "body_too_large"},
+	{ErrResponseTooLarge, http.StatusBadRequest, "response_too_large"},
+	{ErrRateLimited, http.StatusTooManyRequests, "rate_limited"},
 	{ErrUnavailable, http.StatusServiceUnavailable, "unavailable"},
+	{ErrOverloaded, http.StatusServiceUnavailable, "overloaded"},
 }
 
 // RequestError is an error caused by the request, with a message that is
@@ -107,6 +113,12 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		msg = re.Message
 	case httpStatus == http.StatusServiceUnavailable:
 		msg = "Bigtable is unavailable or too slow; retry later"
+		if r.Context().Err() != nil {
+			// The client went away and cancelled the read: nobody to
+			// warn, and a flood of them must not flood the log.
+			s.log.Debug("client gone", "method", r.Method, "path", r.URL.Path, "err", err)
+			break
+		}
 		s.log.Warn("unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
 	case httpStatus == http.StatusInternalServerError:
 		msg = "internal error"

@@ -29,6 +29,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			s.writeError(w, r, badInput(ErrUnauthenticated, "invalid API key"))
 			return
 		}
+		setKeyName(r, p.Name)
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
 	})
 }
@@ -150,6 +151,9 @@ func (s *Server) getFeatures(w http.ResponseWriter, r *http.Request) error {
 	b = appendTime(b, at)
 	b = append(b, `,"features":`...)
 	b = p.appendFeatures(b, res, stale)
+	if len(b) > s.cfg.MaxResponseBytes {
+		return s.responseTooLarge(1)
+	}
 	b = append(b, `,"freshness":`...)
 	b = appendFreshness(b, fresh)
 	b = append(b, "}\n"...)
@@ -224,7 +228,7 @@ func (s *Server) postFeatures(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	stale := s.stale(at, fresh)
-	b := make([]byte, 0, 256+len(req.Entities)*(32+48*len(sh.feats)))
+	b := make([]byte, 0, min(256+len(req.Entities)*(32+48*len(sh.feats))+jsonLen(req.Entities), s.cfg.MaxResponseBytes+1<<16))
 	b = append(b, `{"featureset":`...)
 	b = appendString(b, st.fs.Name)
 	b = append(b, `,"at":`...)
@@ -239,12 +243,21 @@ func (s *Server) postFeatures(w http.ResponseWriter, r *http.Request) error {
 		b = append(b, `,"features":`...)
 		b = p.appendFeatures(b, res[pos[i]], stale)
 		b = append(b, '}')
+		if len(b) > s.cfg.MaxResponseBytes {
+			return s.responseTooLarge(len(req.Entities))
+		}
 	}
 	b = append(b, `],"freshness":`...)
 	b = appendFreshness(b, fresh)
 	b = append(b, "}\n"...)
 	writeJSON(w, http.StatusOK, b)
 	return nil
+}
+
+// responseTooLarge is the error of a response beyond MaxResponseBytes.
+func (s *Server) responseTooLarge(entities int) error {
+	s.m.reject(rejectResponse)
+	return badInput(ErrResponseTooLarge, "the response for %d entities would be larger than %d bytes; ask for fewer entities or features", entities, s.cfg.MaxResponseBytes)
 }
 
 // decodeBatch decodes a POST body strictly (see decodeObject): one JSON
@@ -329,7 +342,8 @@ func (s *Server) stale(at time.Time, f Freshness) bool {
 }
 
 // appendFeatures appends the features object of one entity, in the plan's
-// feature order.
+// feature order. A value exact only at an instant before the read's at
+// (see the read path) carries it as as_of.
 func (p *plan) appendFeatures(b []byte, res []result, stale bool) []byte {
 	b = append(b, '{')
 	for pos, fi := range p.shape.feats {
@@ -340,14 +354,19 @@ func (p *plan) appendFeatures(b []byte, res []result, stale bool) []byte {
 		r := res[pos]
 		switch {
 		case !r.ok:
-			b = append(b, `null,"status":"NOT_FOUND"}`...)
+			b = append(b, `null,"status":"NOT_FOUND"`...)
 		case stale:
 			b = appendValue(b, r.v)
-			b = append(b, `,"status":"STALE"}`...)
+			b = append(b, `,"status":"STALE"`...)
 		default:
 			b = appendValue(b, r.v)
-			b = append(b, `,"status":"PRESENT"}`...)
+			b = append(b, `,"status":"PRESENT"`...)
 		}
+		if r.asOf != 0 {
+			b = append(b, `,"as_of":`...)
+			b = appendTime(b, time.UnixMicro(r.asOf))
+		}
+		b = append(b, '}')
 	}
 	return append(b, '}')
 }
