@@ -2,7 +2,9 @@ package schemas
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -162,6 +164,30 @@ func LoadServices(sets []*FeatureSet, paths ...string) ([]*Service, error) {
 	return loadFiles(files, errs, "feature service", load, func(svc *Service) (string, string, int) {
 		return svc.Name, svc.File, svc.nameLine
 	})
+}
+
+// LoadServicesBeside loads the feature services that live beside the
+// feature sets of setPaths: those of the ServicesDir subdirectory of each
+// directory among setPaths that has one (schemas/services/ for schemas/),
+// against sets. No such subdirectory means no services, not an error.
+func LoadServicesBeside(sets []*FeatureSet, setPaths ...string) ([]*Service, error) {
+	var dirs []string
+	for _, p := range setPaths {
+		if st, err := os.Stat(p); err != nil || !st.IsDir() {
+			continue // a definition file (LoadAll reports a bad path)
+		}
+		dir := filepath.Join(p, ServicesDir)
+		switch _, err := os.Stat(dir); {
+		case err == nil:
+			dirs = append(dirs, dir)
+		case !errors.Is(err, fs.ErrNotExist):
+			return nil, fmt.Errorf("load feature services: %w", err)
+		}
+	}
+	if len(dirs) == 0 {
+		return nil, nil
+	}
+	return LoadServices(sets, dirs...)
 }
 
 // ParseService validates data, a feature-service definition in YAML, against

@@ -340,6 +340,9 @@ func TestShippedService(t *testing.T) {
 	if diff := cmp.Diff([]Column{{"card_id", String}, {"user_id", Int64}}, svcs[0].Keys()); diff != "" {
 		t.Errorf("fraud_model keys mismatch (-want +got):\n%s", diff)
 	}
+	if beside, err := LoadServicesBeside(sets, ".", "card_activity.yaml", t.TempDir()); err != nil || len(beside) != 1 || beside[0].Name != "fraud_model" {
+		t.Errorf("LoadServicesBeside(., a file, a dir without services/) = %v, %v; want fraud_model", beside, err)
+	}
 	svc, err := LoadServiceWithSets(filepath.Join(ServicesDir, "fraud_model.yaml"))
 	if err != nil {
 		t.Fatalf("LoadServiceWithSets error = %v", err)

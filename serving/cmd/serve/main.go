@@ -12,6 +12,8 @@
 // Flags:
 //
 //	--featureset PATH        feature-set YAML file or directory (repeatable, required)
+//	--services PATH          feature-service YAML file or directory (repeatable;
+//	                         default: the services/ directory of each --featureset directory)
 //	--addr :8080             listen address
 //	--bigtable_project, --bigtable_instance, --bigtable_table
 //	--emulator               use an in-process Bigtable emulator
@@ -26,6 +28,7 @@
 //
 //	go run ./serving/cmd/serve --featureset schemas --emulator
 //	curl localhost:8080/v1/features/card_activity/c_1001
+//	curl 'localhost:8080/v1/services/fraud_model?card_id=c_1001&user_id=1001'
 //
 // It stops gracefully on SIGINT or SIGTERM, finishing requests in flight.
 package main
@@ -58,6 +61,7 @@ func (p *paths) Set(v string) error { *p = append(*p, v); return nil }
 
 type options struct {
 	featuresets    paths
+	services       paths
 	addr           string
 	bt             bigtablestore.Config
 	emulator       bool
@@ -73,6 +77,7 @@ func parseFlags(args []string) (options, error) {
 	var o options
 	fl := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fl.Var(&o.featuresets, "featureset", "feature-set YAML file or directory of them (repeatable, required)")
+	fl.Var(&o.services, "services", "feature-service YAML file or directory of them (repeatable; default: the services/ directory of each --featureset directory)")
 	fl.StringVar(&o.addr, "addr", ":8080", "listen address")
 	o.bt.RegisterFlags(fl)
 	fl.BoolVar(&o.emulator, "emulator", false, "start an in-process Bigtable emulator with an empty table and use it")
@@ -125,6 +130,10 @@ func run(ctx context.Context, o options, log *slog.Logger, ready chan<- string) 
 	if err != nil {
 		return err
 	}
+	services, err := loadServices(o, sets)
+	if err != nil {
+		return err
+	}
 	var keys *apikeys.Keys
 	if o.apiKeys != "" {
 		if keys, err = apikeys.Load(o.apiKeys); err != nil {
@@ -157,6 +166,7 @@ func run(ctx context.Context, o options, log *slog.Logger, ready chan<- string) 
 
 	api, err := serving.New(serving.Config{
 		Sets:           sets,
+		Services:       services,
 		Table:          client.Open(o.bt.Table),
 		Keys:           keys,
 		MaxEntities:    o.maxEntities,
@@ -189,7 +199,7 @@ func run(ctx context.Context, o options, log *slog.Logger, ready chan<- string) 
 	for i, s := range sets {
 		names[i] = s.Name
 	}
-	log.Info("serving", "addr", lis.Addr().String(), "featuresets", names, "bigtable", o.bt.String(),
+	log.Info("serving", "addr", lis.Addr().String(), "featuresets", names, "services", serviceNames(services), "bigtable", o.bt.String(),
 		"api_keys", keys != nil, "stale_after", o.staleAfter.String(), "request_timeout", o.requestTimeout.String())
 	if ready != nil {
 		ready <- lis.Addr().String()

@@ -59,6 +59,12 @@ func TestRun(t *testing.T) {
 	if err := os.WriteFile(keys, []byte("keys: [{name: t, key: test-key-0123456789, featuresets: ['*']}]\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.Mkdir(filepath.Join(dir, "services"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "services", "m.yaml"), []byte("name: m\nfeatures: [{featureset: cards, features: [txn_count_1h]}]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	o, err := parseFlags([]string{"--featureset", dir, "--addr", "127.0.0.1:0", "--emulator", "--api_keys", keys})
 	if err != nil {
 		t.Fatal(err)
@@ -96,6 +102,9 @@ func TestRun(t *testing.T) {
 	}
 	if got := get("/v1/features/cards/c1", "test-key-0123456789"); got != http.StatusOK {
 		t.Errorf("with key = %d, want 200", got)
+	}
+	if got := get("/v1/services/m?card_id=c1", "test-key-0123456789"); got != http.StatusOK {
+		t.Errorf("service from services/ = %d, want 200", got)
 	}
 	cancel()
 	select {
