@@ -202,6 +202,10 @@ func ParseService(file string, data []byte, sets []*FeatureSet) (*Service, error
 	return svc, nil
 }
 
+// reservedColumn cannot be a key column: the serving API's GET takes the
+// instant of a read as ?at=.
+const reservedColumn = "at"
+
 // keyUse is the first entry of a service keyed by a column.
 type keyUse struct {
 	t    Type
@@ -312,6 +316,10 @@ func (p *serviceParser) entry(n ast.Node, field string) (ServiceEntry, bool) {
 		}
 	} else if entry.Set != nil {
 		entry.Key = entry.Set.Entity.Key
+	}
+	if entry.Key == reservedColumn && keyOK {
+		p.errorf(keyNode, field+".key", "key column %q is reserved: it names the instant of a serving request; key the set by another column", reservedColumn)
+		keyOK = false
 	}
 	if entry.Set != nil && keyOK {
 		t := entry.KeyType()

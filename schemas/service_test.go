@@ -192,6 +192,11 @@ func TestParseServiceRejects(t *testing.T) {
 			want: []string{`svc.yaml:8: features[1].key: bad column name "user-id" (want a letter or _, then letters, digits or _)`},
 		},
 		{
+			name: "reserved key column",
+			old:  "key: user_id", new: "key: at",
+			want: []string{`svc.yaml:8: features[1].key: key column "at" is reserved: it names the instant of a serving request; key the set by another column`},
+		},
+		{
 			name: "empty key",
 			old:  "key: user_id", new: "key:",
 			want: []string{`svc.yaml:8: features[1].key: must not be empty`},
