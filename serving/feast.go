@@ -189,6 +189,9 @@ func (s *Server) feastOnline(w http.ResponseWriter, r *http.Request) error {
 			}
 		})
 		b = append(b, '}')
+		if len(b) > s.cfg.MaxResponseBytes {
+			return s.responseTooLarge(len(rows))
+		}
 	}
 	b = append(b, "]}\n"...)
 	writeJSON(w, http.StatusOK, b)

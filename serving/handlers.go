@@ -29,6 +29,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			s.writeError(w, r, badInput(ErrUnauthenticated, "invalid API key"))
 			return
 		}
+		setKeyName(r, p.Name)
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
 	})
 }
@@ -150,6 +151,9 @@ func (s *Server) getFeatures(w http.ResponseWriter, r *http.Request) error {
 	b = appendTime(b, at)
 	b = append(b, `,"features":`...)
 	b = p.appendFeatures(b, res, stale)
+	if len(b) > s.cfg.MaxResponseBytes {
+		return s.responseTooLarge(1)
+	}
 	b = append(b, `,"freshness":`...)
 	b = appendFreshness(b, fresh)
 	b = append(b, "}\n"...)
@@ -239,12 +243,21 @@ func (s *Server) postFeatures(w http.ResponseWriter, r *http.Request) error {
 		b = append(b, `,"features":`...)
 		b = p.appendFeatures(b, res[pos[i]], stale)
 		b = append(b, '}')
+		if len(b) > s.cfg.MaxResponseBytes {
+			return s.responseTooLarge(len(req.Entities))
+		}
 	}
 	b = append(b, `],"freshness":`...)
 	b = appendFreshness(b, fresh)
 	b = append(b, "}\n"...)
 	writeJSON(w, http.StatusOK, b)
 	return nil
+}
+
+// responseTooLarge is the error of a response beyond MaxResponseBytes.
+func (s *Server) responseTooLarge(entities int) error {
+	s.m.reject(rejectResponse)
+	return badInput(ErrResponseTooLarge, "the response for %d entities would be larger than %d bytes; ask for fewer entities or features", entities, s.cfg.MaxResponseBytes)
 }
 
 // decodeBatch decodes a POST body strictly (see decodeObject): one JSON

@@ -327,6 +327,9 @@ func (s *Server) getService(w http.ResponseWriter, r *http.Request) error {
 	b = appendTime(b, rd.at)
 	b = append(b, ',')
 	b = ss.appendRow(b, rd, row, 0)
+	if len(b) > s.cfg.MaxResponseBytes {
+		return s.responseTooLarge(1)
+	}
 	b = append(b, `,"freshness":`...)
 	b = ss.appendFreshness(b, rd)
 	b = append(b, "}\n"...)
@@ -382,6 +385,9 @@ func (s *Server) postService(w http.ResponseWriter, r *http.Request) error {
 		b = append(b, '{')
 		b = ss.appendRow(b, rd, row, i)
 		b = append(b, '}')
+		if len(b) > s.cfg.MaxResponseBytes {
+			return s.responseTooLarge(len(rows))
+		}
 	}
 	b = append(b, `],"freshness":`...)
 	b = ss.appendFreshness(b, rd)

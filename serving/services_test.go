@@ -370,7 +370,7 @@ func TestFeastOnline(t *testing.T) {
 }
 
 func TestServiceBadInput(t *testing.T) {
-	e := newEnv(t, withServices(t), func(c *Config) { c.MaxEntities = 3 })
+	e := newEnv(t, withServices(t), func(c *Config) { c.MaxEntities = 3; c.MaxResponseBytes = 800 })
 	future := rfc(e.now.Add(2 * time.Minute))
 	const feast = "/get-online-features"
 	tests := []struct {
@@ -402,6 +402,8 @@ func TestServiceBadInput(t *testing.T) {
 		{"bool for an int64 key", "POST", "/v1/services/fraud", `{"rows": [{"card_id": "c1", "user_id": true}]}`, 400, "bad_request", "want an int64 key (a JSON integer or a string holding one), got a bool"},
 		{"unknown field", "POST", "/v1/services/fraud", `{"row": []}`, 400, "bad_json", `unknown field "row"`},
 		{"malformed JSON", "POST", "/v1/services/fraud", `{"rows": [`, 400, "bad_json", "ends early"},
+		{"response too large", "POST", "/v1/services/fraud", `{"rows": [{"card_id": "a", "user_id": 1}, {"card_id": "b", "user_id": 2}, {"card_id": "c", "user_id": 3}]}`, 400, "response_too_large", "the response for 3 entities"},
+		{"response too large Feast", "POST", feast, `{"feature_service": "fraud", "entities": {"card_id": ["a", "b", "c"], "user_id": [1, 2, 3]}, "full_feature_names": true}`, 400, "response_too_large", "the response for 3 entities"},
 		{"wrong method", "DELETE", "/v1/services/fraud", "", 405, "method_not_allowed", "allowed: GET, HEAD, POST"},
 		{"GET on Feast", "GET", feast, "", 405, "method_not_allowed", "allowed: POST"},
 		{"Feast: both features and service", "POST", feast, `{"features": ["cards:txn_count_1h"], "feature_service": "fraud", "entities": {"card_id": ["c1"]}}`, 400, "bad_request", "not both"},
