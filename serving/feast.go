@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/tandem-fp/tandem/schemas"
 )
@@ -26,8 +27,9 @@ import (
 // the order requested, each with one value per entity row. Statuses are
 // Feast's: PRESENT, NOT_FOUND (null value) and OUTSIDE_MAX_AGE for what
 // Tandem calls STALE (the value is kept). An event timestamp is the instant
-// the value is for (`at`); 1970-01-01T00:00:00Z, Feast's empty timestamp,
-// for entity columns and NOT_FOUND. With "features", each set is keyed by
+// the value is exact at: `at`, or the value's as_of when it has one (an
+// earlier instant; see the read path); 1970-01-01T00:00:00Z, Feast's empty
+// timestamp, for entity columns and NOT_FOUND. With "features", each set is keyed by
 // the entity column named like its entity key field; with a service, by the
 // service's key columns. Feature names are `<featureset>__<feature>` with
 // full_feature_names, else the bare names, which must then be distinct.
@@ -182,10 +184,13 @@ func (s *Server) feastOnline(w http.ResponseWriter, r *http.Request) error {
 		})
 		b = append(b, `,"event_timestamps":`...)
 		list(len(rows), func(i int) {
-			if res(i).ok {
-				b = appendTime(b, rd.at)
-			} else {
+			switch v := res(i); {
+			case !v.ok:
 				b = append(b, feastEpoch...)
+			case v.asOf != 0:
+				b = appendTime(b, time.UnixMicro(v.asOf))
+			default:
+				b = appendTime(b, rd.at)
 			}
 		})
 		b = append(b, '}')
