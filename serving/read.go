@@ -51,7 +51,9 @@ import (
 // stream family those with start >= T_b, where T_b is the feature set's
 // batch watermark (no batch cell at all when it was never written); it
 // decodes each with aggregate.Decode and merges them into
-// aggregate.For(feature), whose Result is the value. The whole tiles
+// aggregate.For(feature), whose Result is the value, in a fixed order: from
+// the newest tile (the head) to the oldest, as the training pipeline does,
+// so that float results agree bit for bit. The whole tiles
 // [first, head) always count. The head tile counts only when it cannot hold
 // an event at or after `at`:
 //
@@ -224,87 +226,77 @@ type result struct {
 // written to out (len(shape.feats)). A nil row is an entity without data.
 func (p *plan) merge(row bigtable.Row, fresh Freshness, out []result) error {
 	st, sh := p.st, p.shape
-	var accs, heads []aggregate.Partial
-	newest, hasNewest := int64(0), false
 	hasTb := !fresh.BatchWatermark.IsZero()
 	tb := fresh.BatchWatermark.UnixMicro()
-	if len(row) > 0 {
-		for fam, items := range row {
-			batch := fam == schemas.FamilyBatch
-			if !batch && fam != schemas.FamilyStream {
+	// The row's ~newest sorts after every feature column of the stream
+	// family: read it first, so that each head tile is judged when met.
+	newest, hasNewest := int64(0), false
+	stream := row[schemas.FamilyStream]
+	for i := len(stream) - 1; i >= 0 && stream[i].Column == newestColumn; i-- {
+		if newest, hasNewest = schemas.DecodeNewest(stream[i].Value); !hasNewest {
+			return fmt.Errorf("decode %s of %s: %d bytes, want 8", stream[i].Column, stream[i].Row, len(stream[i].Value))
+		}
+	}
+	headOK := hasNewest && newest < p.atMicros // a stream head tile holds no event at or after at
+	for pos := range sh.feats {
+		out[pos] = result{}
+	}
+	var accs []aggregate.Partial
+	// Stream, then batch, each column newest cell first: every feature's
+	// tiles are merged from the newest (the head) to the oldest, a fixed
+	// order that the training pipeline follows too, so floats agree bit
+	// for bit.
+	for _, fam := range [...]string{schemas.FamilyStream, schemas.FamilyBatch} {
+		batch := fam == schemas.FamilyBatch
+		var prevCol string
+		var prevTS bigtable.Timestamp
+		for _, it := range row[fam] {
+			if it.Column == prevCol && it.Timestamp == prevTS {
+				continue // a cell that two filter branches both returned
+			}
+			prevCol, prevTS = it.Column, it.Timestamp
+			if len(it.Column) <= len(fam) || it.Column == newestColumn {
 				continue
 			}
-			var prevCol string
-			var prevTS bigtable.Timestamp
-			for _, it := range items {
-				if it.Column == prevCol && it.Timestamp == prevTS {
-					continue // a cell that two filter branches both returned
-				}
-				prevCol, prevTS = it.Column, it.Timestamp
-				if len(it.Column) <= len(fam) {
-					continue
-				}
-				if it.Column == newestColumn {
-					if newest, hasNewest = schemas.DecodeNewest(it.Value); !hasNewest {
-						return fmt.Errorf("decode %s of %s: %d bytes, want 8", it.Column, it.Row, len(it.Value))
-					}
-					continue
-				}
-				fi, ok := st.byQualifier[it.Column[len(fam)+1:]]
-				if !ok {
-					continue
-				}
-				pos := sh.slot[fi]
-				ts := int64(it.Timestamp)
-				if pos < 0 || ts < p.first[pos] || ts > p.head[pos] || ts == p.atMicros {
-					continue // outside the window, or a head tile after a boundary `at`
-				}
-				if batch && (!hasTb || ts >= tb) || !batch && hasTb && ts < tb {
-					continue
-				}
-				part, err := aggregate.Decode(it.Value)
-				if err != nil {
-					return fmt.Errorf("decode tile %s %s@%d: %w", it.Row, it.Column, ts, err)
-				}
-				if accs == nil {
-					accs = make([]aggregate.Partial, len(sh.feats))
-					heads = make([]aggregate.Partial, len(sh.feats))
-				}
-				if ts == p.head[pos] {
-					heads[pos] = part // one cell: T_b picks its family
-					continue
-				}
-				if accs[pos] == nil {
-					accs[pos] = aggregate.For(st.fs.Features[fi])
-				}
-				if err := accs[pos].Merge(part); err != nil {
-					return fmt.Errorf("merge tile %s %s@%d: %w", it.Row, it.Column, ts, err)
-				}
+			fi, ok := st.byQualifier[it.Column[len(fam)+1:]]
+			if !ok {
+				continue
+			}
+			pos := sh.slot[fi]
+			ts := int64(it.Timestamp)
+			if pos < 0 || ts < p.first[pos] || ts > p.head[pos] || ts == p.atMicros {
+				continue // outside the window, or a head tile after a boundary `at`
+			}
+			if batch && (!hasTb || ts >= tb) || !batch && hasTb && ts < tb {
+				continue
+			}
+			if ts == p.head[pos] && (batch || !headOK) {
+				// A head tile that may hold an event at or after at: the
+				// value is the window's at the tile's start.
+				out[pos].asOf = ts
+				continue
+			}
+			part, err := aggregate.Decode(it.Value)
+			if err != nil {
+				return fmt.Errorf("decode tile %s %s@%d: %w", it.Row, it.Column, ts, err)
+			}
+			if accs == nil {
+				accs = make([]aggregate.Partial, len(sh.feats))
+			}
+			if accs[pos] == nil {
+				accs[pos] = aggregate.For(st.fs.Features[fi])
+			}
+			if err := accs[pos].Merge(part); err != nil {
+				return fmt.Errorf("merge tile %s %s@%d: %w", it.Row, it.Column, ts, err)
 			}
 		}
 	}
 	for pos, fi := range sh.feats {
-		var asOf int64
-		if heads != nil && heads[pos] != nil {
-			// The head tile counts only when it holds no event at or
-			// after at: a stream tile, with the row's ~newest before at.
-			if streamHead := !hasTb || p.head[pos] >= tb; streamHead && hasNewest && newest < p.atMicros {
-				if accs[pos] == nil {
-					accs[pos] = aggregate.For(st.fs.Features[fi])
-				}
-				if err := accs[pos].Merge(heads[pos]); err != nil {
-					return fmt.Errorf("merge head tile of %s@%d: %w", st.fs.Features[fi].Qualifier(), p.head[pos], err)
-				}
-			} else {
-				asOf = p.head[pos]
-			}
-		}
 		if accs == nil || accs[pos] == nil {
-			out[pos] = result{st.empty[fi], st.emptyOK[fi], asOf}
+			out[pos].v, out[pos].ok = st.empty[fi], st.emptyOK[fi]
 			continue
 		}
-		v, ok := accs[pos].Result()
-		out[pos] = result{v, ok, asOf}
+		out[pos].v, out[pos].ok = accs[pos].Result()
 	}
 	return nil
 }
