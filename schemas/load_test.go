@@ -574,6 +574,7 @@ func TestDefaultTile(t *testing.T) {
 	}
 }
 
+// fixed dates: tile arithmetic only, on and off boundaries and before 1970.
 func TestTileStart(t *testing.T) {
 	const m = int64(time.Minute / time.Microsecond)
 	tests := []struct {
@@ -599,6 +600,7 @@ func TestTileStart(t *testing.T) {
 	}
 }
 
+// fixed dates: tile arithmetic only, on and off boundaries and before 1970.
 func TestWindowTiles(t *testing.T) {
 	f := Feature{Name: "c", Op: OpCount, Window: time.Hour, Tile: time.Minute}
 	tests := []struct {

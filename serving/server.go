@@ -31,6 +31,8 @@ import (
 	"time"
 
 	"cloud.google.com/go/bigtable"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/tandem-fp/tandem/schemas"
 	"github.com/tandem-fp/tandem/serving/apikeys"
@@ -82,6 +84,11 @@ type Config struct {
 	ReadParallelism int
 	// PingTimeout bounds the Bigtable read of /readyz.
 	PingTimeout time.Duration
+	// CheckTable, when set, tells what is missing when the read of /readyz
+	// finds no table: its error (bigtablestore.CheckTable's one line naming
+	// the table, the instance and the command that creates it) is logged
+	// and /readyz answers 503 saying the table is not set up.
+	CheckTable func(context.Context) error
 	// Logger receives the server's logs (slog.Default() if nil).
 	Logger *slog.Logger
 	// Now is the clock for the default `at` and its checks (time.Now if nil).
@@ -278,6 +285,12 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 		_, err := s.tbl.ReadRow(ctx, schemas.MetaRowKey(s.names[0]), bigtable.RowFilter(bigtable.StripValueFilter()))
 		if err != nil {
 			s.m.bigtableError(opPing)
+			if status.Code(err) == codes.NotFound && s.cfg.CheckTable != nil {
+				if cerr := s.cfg.CheckTable(ctx); cerr != nil {
+					s.log.Error("readyz: " + cerr.Error())
+					return &RequestError{Kind: ErrUnavailable, Message: "the Bigtable table is not set up (or lacks a column family); the server log names it and the scripts/setuptable command that creates it"}
+				}
+			}
 			return bigtableError("readiness check", err)
 		}
 		s.m.bigtableRead(opPing, time.Since(start))

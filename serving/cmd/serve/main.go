@@ -112,7 +112,11 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, o, log, nil); err != nil {
-		log.Error("serve failed", "err", err)
+		if errors.Is(err, bigtablestore.ErrNoTable) {
+			fmt.Fprintln(os.Stderr, "serve:", err) // one line that says what to run
+		} else {
+			log.Error("serve failed", "err", err)
+		}
 		stop()
 		os.Exit(1)
 	}
@@ -149,6 +153,18 @@ func run(ctx context.Context, o options, log *slog.Logger, ready chan<- string) 
 		}
 		log.Info("started in-process Bigtable emulator", "addr", srv.Addr, "setup", did)
 	}
+	// Without the table (or its families) the server cannot answer: say
+	// so at once, in one line. A Bigtable that does not answer yet is only
+	// logged; /readyz stays 503 until it does.
+	checkTable := func(ctx context.Context) error { return bigtablestore.CheckTable(ctx, o.bt, sets) }
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	err = checkTable(cctx)
+	cancel()
+	if errors.Is(err, bigtablestore.ErrNoTable) {
+		return err
+	} else if err != nil {
+		log.Warn("cannot check the Bigtable table yet; /readyz answers 503 until Bigtable does", "err", err)
+	}
 	client, err := o.bt.NewClient(ctx)
 	if err != nil {
 		return err
@@ -163,6 +179,7 @@ func run(ctx context.Context, o options, log *slog.Logger, ready chan<- string) 
 		StaleAfter:     o.staleAfter,
 		RequestTimeout: o.requestTimeout,
 		MetaRefresh:    o.metaRefresh,
+		CheckTable:     checkTable,
 		Logger:         log,
 	})
 	if err != nil {
