@@ -17,7 +17,8 @@
 // Every value carries a status: PRESENT, NOT_FOUND (an op with no value
 // over an empty window: min, max, mean, last, stddev; the value is null) or
 // STALE (a value, but the feature set's data is behind `at` by more than
-// Config.StaleAfter; see Server for the exact rule).
+// the set's freshness expectation, its stale_after; see Server for the
+// exact rule).
 package serving
 
 import (
@@ -42,7 +43,7 @@ import (
 const (
 	DefaultMaxEntities     = 1000
 	DefaultMaxBodyBytes    = 1 << 20
-	DefaultStaleAfter      = 5 * time.Minute
+	DefaultStaleAfter      = schemas.DefaultStreamStaleAfter
 	DefaultRequestTimeout  = 2 * time.Second
 	DefaultMaxClockSkew    = time.Minute
 	DefaultMetaRefresh     = time.Second
@@ -66,8 +67,10 @@ type Config struct {
 	MaxEntities int
 	// MaxBodyBytes bounds a request body (413 above it).
 	MaxBodyBytes int64
-	// StaleAfter is how far the feature set's data may be behind `at`
-	// before values are STALE.
+	// StaleAfter is how far the data of a feature set with a stream
+	// source may be behind `at` before values are STALE, when its
+	// definition sets no stale_after. A batch-only set without one
+	// expects a daily run (schemas.FeatureSet.FreshFor).
 	StaleAfter time.Duration
 	// RequestTimeout bounds the Bigtable reads of one request; when it
 	// expires the request fails with 503. Keep it below the http.Server's
@@ -104,7 +107,11 @@ type Config struct {
 // value never written counts as minus infinity), and C = max(T_b, W): the
 // data is known to be current up to C. A feature's status is NOT_FOUND when its op has no
 // value over the window (min, max, mean, last, stddev of nothing); else
-// STALE when at − C > StaleAfter; else PRESENT. So reads at a past `at`
+// STALE when at − C > S; else PRESENT, where S is the set's freshness
+// expectation, FeatureSet.FreshFor(Config.StaleAfter): the definition's
+// stale_after if set, else Config.StaleAfter (5m by default) for a set with
+// a stream source, else 26h plus the set's largest tile for a batch-only
+// set refreshed by a daily run. So reads at a past `at`
 // that the pipelines have passed are never STALE, a feature set whose
 // pipelines never wrote metadata is always STALE, and count, sum and
 // approx_count_distinct over an empty window are 0 with PRESENT or STALE.

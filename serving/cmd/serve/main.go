@@ -17,7 +17,7 @@
 //	--emulator               use an in-process Bigtable emulator
 //	--api_keys FILE          require API keys (YAML/JSON, see package apikeys)
 //	--max_entities 1000      entities per POST request
-//	--stale_after 5m         lag behind `at` after which values are STALE
+//	--stale_after 5m         lag behind `at` after which values are STALE, for sets with a stream source and no stale_after of their own
 //	--request_timeout 2s     Bigtable deadline of one request (503 after it)
 //	--meta_refresh 1s        how often the feature sets' metadata is re-read
 //	--log_level info         debug, info, warn or error
@@ -78,7 +78,7 @@ func parseFlags(args []string) (options, error) {
 	fl.BoolVar(&o.emulator, "emulator", false, "start an in-process Bigtable emulator with an empty table and use it")
 	fl.StringVar(&o.apiKeys, "api_keys", "", "API key file (YAML or JSON); without it the API is open")
 	fl.IntVar(&o.maxEntities, "max_entities", serving.DefaultMaxEntities, "entities one POST request may read")
-	fl.DurationVar(&o.staleAfter, "stale_after", serving.DefaultStaleAfter, "values are STALE when the data is behind `at` by more than this")
+	fl.DurationVar(&o.staleAfter, "stale_after", serving.DefaultStaleAfter, "values of a feature set with a stream source and no stale_after in its definition are STALE when its data is behind `at` by more than this")
 	fl.DurationVar(&o.requestTimeout, "request_timeout", serving.DefaultRequestTimeout, "Bigtable deadline of one request; 503 after it")
 	fl.DurationVar(&o.metaRefresh, "meta_refresh", serving.DefaultMetaRefresh, "how often the feature sets' metadata is re-read")
 	fl.TextVar(&o.logLevel, "log_level", slog.LevelInfo, "log level: debug, info, warn or error")
