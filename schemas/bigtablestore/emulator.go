@@ -14,6 +14,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/tandem-fp/tandem/schemas"
 )
 
 // EmulatorOption configures StartEmulator and StartEmulatorAt.
@@ -187,7 +189,7 @@ func (g *retentionGuard) check(table string, row []byte, ms []*btpb.Mutation) er
 		ts := time.UnixMicro(sc.GetTimestampMicros()).UTC()
 		if cutoff := now.Add(-age); ts.Before(cutoff) {
 			msg = fmt.Sprintf("bigtable emulator: cell %s:%s of row %q in table %s has timestamp %s, older than now − %s (the family's max-age GC, cutoff %s): the emulator would delete it at once. Compute test times from time.Now() (see schemastest.DaysAgo) or inject a clock",
-				sc.GetFamilyName(), sc.GetColumnQualifier(), row, table, ts.Format(time.RFC3339Nano), age, cutoff.UTC().Format(time.RFC3339))
+				sc.GetFamilyName(), sc.GetColumnQualifier(), row, table, ts.Format(time.RFC3339Nano), schemas.FormatDuration(age), cutoff.UTC().Format(time.RFC3339))
 			break
 		}
 	}
