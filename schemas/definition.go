@@ -75,41 +75,17 @@ func opList() string {
 // parse builds the FeatureSet defined by data, or returns nil after
 // recording errors.
 func (p *defParser) parse(data []byte) *FeatureSet {
-	file, err := yamlparser.ParseBytes(data, 0)
-	if err != nil {
-		p.syntaxError(err)
+	root := p.document(data, "empty definition (want name, entity, event_time, fields and features)")
+	if root == nil {
 		return nil
 	}
-	var docs []*ast.DocumentNode
-	for _, d := range file.Docs {
-		if d != nil && d.Body != nil {
-			docs = append(docs, d)
-		}
-	}
-	if len(docs) == 0 {
-		p.errorf(nil, "", "empty definition (want name, entity, event_time, fields and features)")
-		return nil
-	}
-	if len(docs) > 1 {
-		p.errorf(docs[1].Body, "", "a definition file holds one YAML document, found %d", len(docs))
-	}
-	root := docs[0].Body
-	p.collectAnchors(root)
 	top, ok := p.object(root, "", false, topKeys...)
 	if !ok {
 		return nil
 	}
 	fs := &FeatureSet{File: p.file}
 
-	if e, ok := p.required(top, root, "", "name"); ok {
-		fs.nameLine = nodeLine(e.value)
-		if s, ok := p.scalar(e.value, "name"); ok {
-			if !isName(s) {
-				p.errorf(e.value, "name", badNameReason, s)
-			}
-			fs.Name = s
-		}
-	}
+	fs.Name, fs.nameLine = p.name(top, root)
 
 	// Fields first: the entity key, the event time and the features refer
 	// to them. A field with a bad type is declared with type Null so that
@@ -244,6 +220,47 @@ func (p *defParser) parse(data []byte) *FeatureSet {
 		}
 	}
 	return fs
+}
+
+// name returns the required top-level name of a definition (top, at root)
+// and its line, reporting a missing or bad one.
+func (p *defParser) name(top map[string]entry, root ast.Node) (string, int) {
+	e, ok := p.required(top, root, "", "name")
+	if !ok {
+		return "", 0
+	}
+	s, ok := p.scalar(e.value, "name")
+	if ok && !isName(s) {
+		p.errorf(e.value, "name", badNameReason, s)
+	}
+	return s, nodeLine(e.value)
+}
+
+// document parses data, one YAML document, and returns its body with its
+// anchors collected, or nil after recording a syntax error or, for a
+// document without content, empty.
+func (p *defParser) document(data []byte, empty string) ast.Node {
+	file, err := yamlparser.ParseBytes(data, 0)
+	if err != nil {
+		p.syntaxError(err)
+		return nil
+	}
+	var docs []*ast.DocumentNode
+	for _, d := range file.Docs {
+		if d != nil && d.Body != nil {
+			docs = append(docs, d)
+		}
+	}
+	if len(docs) == 0 {
+		p.errorf(nil, "", "%s", empty)
+		return nil
+	}
+	if len(docs) > 1 {
+		p.errorf(docs[1].Body, "", "a definition file holds one YAML document, found %d", len(docs))
+	}
+	root := docs[0].Body
+	p.collectAnchors(root)
+	return root
 }
 
 // feature parses the feature at n (path field). firstLine maps the feature

@@ -32,13 +32,8 @@ func Load(path string) (*FeatureSet, error) {
 func Parse(file string, data []byte) (*FeatureSet, error) {
 	p := &defParser{file: file}
 	fs := p.parse(data)
-	if len(p.errs) > 0 {
-		slices.SortStableFunc(p.errs, func(a, b *DefinitionError) int { return a.Line - b.Line })
-		errs := make([]error, len(p.errs))
-		for i, e := range p.errs {
-			errs[i] = e
-		}
-		return nil, errors.Join(errs...)
+	if err := p.err(); err != nil {
+		return nil, err
 	}
 	fs.index()
 	return fs, nil
@@ -50,6 +45,50 @@ func Parse(file string, data []byte) (*FeatureSet, error) {
 // Every file is loaded even when some fail; the error joins all problems.
 // Two definitions with the same feature-set name are an error.
 func LoadAll(paths ...string) ([]*FeatureSet, error) {
+	files, errs := yamlFiles("feature sets", paths)
+	return loadFiles(files, errs, "feature set", Load, func(fs *FeatureSet) (string, string, int) {
+		return fs.Name, fs.File, fs.nameLine
+	})
+}
+
+// loadFiles loads every file with load, even when some fail, and checks
+// that the definitions' names (id gives name, file and line) are unique;
+// kind names the definitions in that error. errs are earlier problems to
+// report with these; the error joins them all.
+func loadFiles[T any](files []string, errs []error, kind string, load func(string) (T, error), id func(T) (name, file string, line int)) ([]T, error) {
+	var defs []T
+	byName := make(map[string]T)
+	for _, f := range files {
+		d, err := load(f)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		name, file, line := id(d)
+		if prev, ok := byName[name]; ok {
+			_, prevFile, prevLine := id(prev)
+			errs = append(errs, &DefinitionError{
+				File: file, Line: line, Field: "name",
+				Reason: fmt.Sprintf("duplicate %s name %q (also defined at %s:%d)", kind, name, prevFile, prevLine),
+			})
+			continue
+		}
+		byName[name] = d
+		defs = append(defs, d)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return defs, nil
+}
+
+// yamlFiles lists the definition files that paths name, each a YAML file or
+// a directory whose *.yaml and *.yml files (not its subdirectories) count,
+// in the order given and, within a directory, by file name; a file named
+// twice is listed once. A path that cannot be read or a directory without
+// definitions is an error (what names the definitions in it); the files
+// that could be listed are returned too.
+func yamlFiles(what string, paths []string) ([]string, []error) {
 	var (
 		files []string
 		seen  = make(map[string]bool)
@@ -64,7 +103,7 @@ func LoadAll(paths ...string) ([]*FeatureSet, error) {
 	for _, path := range paths {
 		st, err := os.Stat(path)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("load feature sets: %w", err))
+			errs = append(errs, fmt.Errorf("load %s: %w", what, err))
 			continue
 		}
 		if !st.IsDir() {
@@ -73,7 +112,7 @@ func LoadAll(paths ...string) ([]*FeatureSet, error) {
 		}
 		entries, err := os.ReadDir(path)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("load feature sets: %w", err))
+			errs = append(errs, fmt.Errorf("load %s: %w", what, err))
 			continue
 		}
 		n := 0
@@ -87,31 +126,10 @@ func LoadAll(paths ...string) ([]*FeatureSet, error) {
 			n++
 		}
 		if n == 0 {
-			errs = append(errs, fmt.Errorf("load feature sets: no *.yaml or *.yml files in %s", path))
+			errs = append(errs, fmt.Errorf("load %s: no *.yaml or *.yml files in %s", what, path))
 		}
 	}
-	var sets []*FeatureSet
-	byName := make(map[string]*FeatureSet)
-	for _, f := range files {
-		fs, err := Load(f)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if prev, ok := byName[fs.Name]; ok {
-			errs = append(errs, &DefinitionError{
-				File: fs.File, Line: fs.nameLine, Field: "name",
-				Reason: fmt.Sprintf("duplicate feature set name %q (also defined at %s:%d)", fs.Name, prev.File, prev.nameLine),
-			})
-			continue
-		}
-		byName[fs.Name] = fs
-		sets = append(sets, fs)
-	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	return sets, nil
+	return files, errs
 }
 
 // defParser turns the YAML syntax tree of one definition into a FeatureSet,
@@ -121,6 +139,19 @@ type defParser struct {
 	file    string
 	errs    []*DefinitionError
 	anchors map[string]ast.Node
+}
+
+// err joins the problems recorded, sorted by line, or returns nil.
+func (p *defParser) err() error {
+	if len(p.errs) == 0 {
+		return nil
+	}
+	slices.SortStableFunc(p.errs, func(a, b *DefinitionError) int { return a.Line - b.Line })
+	errs := make([]error, len(p.errs))
+	for i, e := range p.errs {
+		errs[i] = e
+	}
+	return errors.Join(errs...)
 }
 
 func (p *defParser) errorf(n ast.Node, field, format string, args ...any) {

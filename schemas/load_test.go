@@ -469,17 +469,7 @@ func TestLoadExamples(t *testing.T) {
 
 func TestLoadAll(t *testing.T) {
 	dir := t.TempDir()
-	write := func(name, content string) string {
-		t.Helper()
-		p := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name, content string) string { return writeFile(t, dir, name, content) }
 	a := write("a.yaml", validYAML)
 	write("notes.txt", "not a definition")
 	write("sub/c.yaml", "not: loaded")
@@ -717,4 +707,18 @@ features:
 			}
 		})
 	}
+}
+
+// writeFile writes content to dir/name, creating directories, and returns
+// the path.
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -2,7 +2,8 @@
 // the Go types behind it, the loader that validates a definition and reports
 // errors as file:line, field and reason, the typed event that both pipelines
 // decode records into, and the Bigtable layout that writers and the reader
-// share.
+// share. It also loads feature services (Service): the features of one
+// model, drawn from several feature sets, each keyed by a request column.
 package schemas
 
 import (

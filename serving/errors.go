@@ -25,7 +25,10 @@ var (
 	ErrNotFound          = errors.New("serving: no such endpoint")             // 404 not_found
 	ErrMethodNotAllowed  = errors.New("serving: method not allowed")           // 405 method_not_allowed
 	ErrBodyTooLarge      = errors.New("serving: request body too large")       // 413 body_too_large
+	ErrResponseTooLarge  = errors.New("serving: response too large")           // 400 response_too_large
+	ErrRateLimited       = errors.New("serving: rate limited")                 // 429 rate_limited
 	ErrUnavailable       = errors.New("serving: Bigtable unavailable or slow") // 503 unavailable
+	ErrOverloaded        = errors.New("serving: overloaded")                   // 503 overloaded
 )
 
 // errorKinds maps each sentinel to its HTTP status and the code in the JSON
@@ -46,7 +49,10 @@ var errorKinds = []struct {
 	{ErrNotFound, http.StatusNotFound, "not_found"},
 	{ErrMethodNotAllowed, http.StatusMethodNotAllowed, "method_not_allowed"},
 	{ErrBodyTooLarge, http.StatusRequestEntityTooLarge, "body_too_large"},
+	{ErrResponseTooLarge, http.StatusBadRequest, "response_too_large"},
+	{ErrRateLimited, http.StatusTooManyRequests, "rate_limited"},
 	{ErrUnavailable, http.StatusServiceUnavailable, "unavailable"},
+	{ErrOverloaded, http.StatusServiceUnavailable, "overloaded"},
 }
 
 // RequestError is an error caused by the request, with a message that is

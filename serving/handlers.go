@@ -2,10 +2,7 @@ package serving
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -32,6 +29,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			s.writeError(w, r, badInput(ErrUnauthenticated, "invalid API key"))
 			return
 		}
+		setKeyName(r, p.Name)
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
 	})
 }
@@ -113,26 +111,14 @@ func (s *Server) getFeatures(w http.ResponseWriter, r *http.Request) error {
 	if err := checkEntity(entity, "entity"); err != nil {
 		return err
 	}
-	var names []string
-	var atText string
-	for k, vs := range r.URL.Query() {
-		switch k {
-		case "features":
-			for _, v := range vs {
-				for n := range strings.SplitSeq(v, ",") {
-					if n = strings.TrimSpace(n); n != "" {
-						names = append(names, n)
-					}
-				}
-			}
-		case "at":
-			if len(vs) > 1 {
-				return badInput(ErrBadAt, "give at once, not %d times", len(vs))
-			}
-			atText = vs[0]
-		default:
-			return badInput(ErrBadRequest, "unknown query parameter %q (want features and at)", k)
-		}
+	q, err := parseQuery(r, "features", "at")
+	if err != nil {
+		return err
+	}
+	names := queryList(q, "features")
+	atText, err := queryOnce(q, "at", ErrBadAt)
+	if err != nil {
+		return err
 	}
 	sh, err := st.shapeFor(names)
 	if err != nil {
@@ -165,6 +151,9 @@ func (s *Server) getFeatures(w http.ResponseWriter, r *http.Request) error {
 	b = appendTime(b, at)
 	b = append(b, `,"features":`...)
 	b = p.appendFeatures(b, res, stale)
+	if len(b) > s.cfg.MaxResponseBytes {
+		return s.responseTooLarge(1)
+	}
 	b = append(b, `,"freshness":`...)
 	b = appendFreshness(b, fresh)
 	b = append(b, "}\n"...)
@@ -254,6 +243,9 @@ func (s *Server) postFeatures(w http.ResponseWriter, r *http.Request) error {
 		b = append(b, `,"features":`...)
 		b = p.appendFeatures(b, res[pos[i]], stale)
 		b = append(b, '}')
+		if len(b) > s.cfg.MaxResponseBytes {
+			return s.responseTooLarge(len(req.Entities))
+		}
 	}
 	b = append(b, `],"freshness":`...)
 	b = appendFreshness(b, fresh)
@@ -262,69 +254,24 @@ func (s *Server) postFeatures(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// decodeBatch decodes a POST body strictly: one JSON object, known fields
-// only, at most MaxBodyBytes.
+// responseTooLarge is the error of a response beyond MaxResponseBytes.
+func (s *Server) responseTooLarge(entities int) error {
+	s.m.reject(rejectResponse)
+	return badInput(ErrResponseTooLarge, "the response for %d entities would be larger than %d bytes; ask for fewer entities or features", entities, s.cfg.MaxResponseBytes)
+}
+
+// decodeBatch decodes a POST body strictly (see decodeObject): one JSON
+// object of at most MaxBodyBytes with the fields of batchRequest only,
+// matched case-sensitively, each at most once.
 func (s *Server) decodeBatch(w http.ResponseWriter, r *http.Request) (batchRequest, error) {
 	var req batchRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
-	dec.DisallowUnknownFields()
-	err := dec.Decode(&req)
-	if err == nil {
-		if _, terr := dec.Token(); terr != io.EOF {
-			if errors.As(terr, new(*http.MaxBytesError)) {
-				err = terr
-			} else {
-				return req, badInput(ErrBadJSON, "malformed JSON: data after the request object")
-			}
-		}
+	data, err := readBody(w, r, s.cfg.MaxBodyBytes)
+	if err != nil {
+		return req, err
 	}
-	if err == nil {
-		return req, nil
-	}
-	var (
-		maxErr    *http.MaxBytesError
-		syntaxErr *json.SyntaxError
-		typeErr   *json.UnmarshalTypeError
-	)
-	switch {
-	case errors.As(err, &maxErr):
-		return req, badInput(ErrBodyTooLarge, "request body is larger than %d bytes", maxErr.Limit)
-	case errors.Is(err, io.EOF):
-		return req, badInput(ErrBadJSON, `empty body: want {"entities": [...], "features": [...], "at": "..."}`)
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return req, badInput(ErrBadJSON, "malformed JSON: the body ends early")
-	case errors.As(err, &syntaxErr):
-		return req, badInput(ErrBadJSON, "malformed JSON at byte %d: %s", syntaxErr.Offset, strings.TrimPrefix(syntaxErr.Error(), "json: "))
-	case errors.As(err, &typeErr):
-		if typeErr.Field == "" {
-			return req, badInput(ErrBadJSON, "want a JSON object, got %s", typeErr.Value)
-		}
-		return req, badInput(ErrBadJSON, "field %q: want %s, got %s", typeErr.Field, jsonTypeName(typeErr.Type.String()), typeErr.Value)
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return req, badInput(ErrBadJSON, "unknown field %s (want entities, features, at)", strings.TrimPrefix(err.Error(), "json: unknown field "))
-	}
-	return req, badInput(ErrBadJSON, "malformed JSON body")
-}
-
-func jsonTypeName(goType string) string {
-	switch goType {
-	case "string":
-		return "a string"
-	case "[]string":
-		return "a list of strings"
-	}
-	return goType
-}
-
-// checkEntity validates an entity key.
-func checkEntity(e, what string) error {
-	switch {
-	case e == "":
-		return badInput(ErrBadRequest, "%s: empty entity key", what)
-	case len(e) > MaxEntityKeyBytes:
-		return badInput(ErrBadRequest, "%s: entity key longer than %d bytes", what, MaxEntityKeyBytes)
-	}
-	return nil
+	err = decodeObject(data, `{"entities": [...], "features": [...], "at": "..."}`,
+		stringsField("entities", &req.Entities), stringsField("features", &req.Features), stringField("at", &req.At))
+	return req, err
 }
 
 // shapeFor resolves requested feature names (all features when empty;
@@ -373,18 +320,17 @@ func (s *Server) parseAt(text string, st *setState, sh *readShape) (time.Time, e
 	if text == "" {
 		return now.UTC(), nil
 	}
-	at, err := time.Parse(time.RFC3339Nano, text)
+	at, err := parseTime(text)
 	if err != nil {
-		return time.Time{}, badInput(ErrBadAt, "at %q is not an RFC 3339 time such as 2026-11-20T10:00:00Z", text)
+		return time.Time{}, badInput(ErrBadAt, "at %s", err)
 	}
-	at = at.UTC()
 	if at.After(now.Add(s.cfg.MaxClockSkew)) {
 		return time.Time{}, badInput(ErrBadAt, "at %s is in the future (server time %s; up to %s of clock skew is allowed)",
-			text, now.UTC().Format(time.RFC3339), s.cfg.MaxClockSkew)
+			quoteInput(text), now.UTC().Format(time.RFC3339), s.cfg.MaxClockSkew)
 	}
 	if oldest := now.Add(sh.maxWin - st.fs.Retention); st.fs.Retention > 0 && at.Before(oldest) {
 		return time.Time{}, badInput(ErrBadAt, "at %s is too old: feature set %s keeps %s of tiles, so a %s window can be read at %s or later",
-			text, st.fs.Name, schemas.FormatDuration(st.fs.Retention), schemas.FormatDuration(sh.maxWin), oldest.UTC().Format(time.RFC3339))
+			quoteInput(text), st.fs.Name, schemas.FormatDuration(st.fs.Retention), schemas.FormatDuration(sh.maxWin), oldest.UTC().Format(time.RFC3339))
 	}
 	return at, nil
 }

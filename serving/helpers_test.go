@@ -66,8 +66,9 @@ type testEnv struct {
 	emu   *servingtest.Emulator
 	srv   *Server
 	http  *httptest.Server
-	now   time.Time // the server's clock
-	tb    time.Time // a batch watermark aligned to every tile size: midnight UTC
+	admin *httptest.Server // AdminHandler: /metrics
+	now   time.Time        // the server's clock
+	tb    time.Time        // a batch watermark aligned to every tile size: midnight UTC
 	logs  *bytes.Buffer
 }
 
@@ -101,7 +102,9 @@ func newEnv(t *testing.T, opts ...envOption) *testEnv {
 	}
 	e.srv = srv
 	e.http = httptest.NewServer(srv)
+	e.admin = httptest.NewServer(srv.AdminHandler())
 	t.Cleanup(func() {
+		e.admin.Close()
 		e.http.Close()
 		_ = srv.Close()
 	})
@@ -190,6 +193,21 @@ func (e *testEnv) do(method, path, body string, header ...string) response {
 		}
 	}
 	return r
+}
+
+// metrics returns the Prometheus text of the admin handler.
+func (e *testEnv) metrics() string {
+	e.t.Helper()
+	res, err := e.admin.Client().Get(e.admin.URL + "/metrics")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil || res.StatusCode != http.StatusOK {
+		e.t.Fatalf("GET /metrics: %d, %v", res.StatusCode, err)
+	}
+	return string(b)
 }
 
 func (e *testEnv) get(path string, header ...string) response {

@@ -28,6 +28,10 @@ type metrics struct {
 	batchWatermark  *prometheus.GaugeVec
 	streamLatest    *prometheus.GaugeVec
 	streamWatermark *prometheus.GaugeVec
+	inFlight        prometheus.Gauge
+	connections     prometheus.Gauge
+	rejected        *prometheus.CounterVec
+	logSuppressed   prometheus.Counter
 }
 
 // latencyBuckets span 100µs to 10s.
@@ -62,11 +66,31 @@ func newMetrics() *metrics {
 			Name: "tandem_stream_watermark_seconds",
 			Help: "Stream watermark of each feature set, Unix seconds (0: never written), as last read.",
 		}, []string{"featureset"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tandem_http_in_flight_requests",
+			Help: "Feature requests being served (admitted within Config.MaxConcurrent and MaxInFlightBytes).",
+		}),
+		connections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tandem_http_open_connections",
+			Help: "Open connections of the listener limited by Config.MaxConnections.",
+		}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tandem_http_rejected_total",
+			Help: "Requests or connections refused by a limit: connections (503, closed), overloaded (503), rate_limited (429), response_too_large (400).",
+		}, []string{"reason"}),
+		logSuppressed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tandem_access_log_suppressed_total",
+			Help: "Refused requests (401, 403, 429, 503) not written to the access log because more than its bounded rate came.",
+		}),
 	}
 	m.reg.MustRegister(m.requests, m.bigtableReads, m.bigtableErrors, m.batchWatermark, m.streamLatest, m.streamWatermark,
+		m.inFlight, m.connections, m.rejected, m.logSuppressed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, op := range []string{opReadRow, opReadRows, opReadMeta, opPing} {
 		m.bigtableErrors.WithLabelValues(op)
+	}
+	for _, r := range []string{rejectConnections, rejectOverloaded, rejectRateLimited, rejectResponse} {
+		m.rejected.WithLabelValues(r)
 	}
 	return m
 }
@@ -80,6 +104,8 @@ func (m *metrics) bigtableRead(op string, d time.Duration) {
 }
 
 func (m *metrics) bigtableError(op string) { m.bigtableErrors.WithLabelValues(op).Inc() }
+
+func (m *metrics) reject(reason string) { m.rejected.WithLabelValues(reason).Inc() }
 
 func (m *metrics) setFreshness(set string, f Freshness) {
 	m.batchWatermark.WithLabelValues(set).Set(unixSeconds(f.BatchWatermark))
@@ -107,11 +133,12 @@ func (m *metrics) instrument(route string, next http.Handler) http.Handler {
 	})
 }
 
-// statusWriter remembers the status code written.
+// statusWriter remembers the status code and the bytes written.
 type statusWriter struct {
 	http.ResponseWriter
 	status int
 	wrote  bool
+	bytes  int64
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -123,7 +150,9 @@ func (w *statusWriter) WriteHeader(code int) {
 
 func (w *statusWriter) Write(b []byte) (int, error) {
 	w.wrote = true
-	return w.ResponseWriter.Write(b)
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += int64(n)
+	return n, err
 }
 
 // Unwrap lets http.ResponseController reach the underlying writer.

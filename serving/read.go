@@ -63,10 +63,13 @@ type setState struct {
 	all         *readShape
 }
 
-func newSetState(fs *schemas.FeatureSet) (*setState, error) {
+func newSetState(fs *schemas.FeatureSet, exposeSources bool) (*setState, error) {
 	st := &setState{fs: fs, byQualifier: make(map[string]int, len(fs.Features))}
 	pub := *fs
 	pub.File = "" // a server path, not part of the definition
+	if !exposeSources {
+		pub.Sources = schemas.Sources{} // the deployment's tables, paths and subscriptions
+	}
 	b, err := pub.MarshalJSON()
 	if err != nil {
 		return nil, fmt.Errorf("encode feature set %s: %w", fs.Name, err)
@@ -356,7 +359,7 @@ func (s *Server) readRows(ctx context.Context, p *plan, keys []string, index map
 // cells a bare Bigtable client must read to compute the same values. It
 // returns a *RequestError for an unknown feature.
 func ReadFilter(fs *schemas.FeatureSet, features []string, at time.Time) (bigtable.Filter, error) {
-	st, err := newSetState(fs)
+	st, err := newSetState(fs, false)
 	if err != nil {
 		return nil, err
 	}

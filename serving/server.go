@@ -12,7 +12,10 @@
 //	GET  /v1/featuresets/{name}                  one definition
 //	GET  /v1/features/{featureset}/{entity}      one entity (?features=a,b&at=RFC3339)
 //	POST /v1/features/{featureset}               many entities {"entities", "features", "at"}
-//	GET  /metrics, /healthz, /readyz             open, without an API key
+//	GET  /healthz, /readyz                       open, without an API key
+//
+// Prometheus metrics are not on this handler: AdminHandler serves them
+// (with /healthz and /readyz), for an address of their own.
 //
 // Every value carries a status: PRESENT, NOT_FOUND (an op with no value
 // over an empty window: min, max, mean, last, stddev; the value is null) or
@@ -26,12 +29,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"path"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
 	"cloud.google.com/go/bigtable"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -49,6 +56,15 @@ const (
 	DefaultMetaRefresh     = time.Second
 	DefaultPingTimeout     = time.Second
 	DefaultReadParallelism = 4
+	DefaultMaxConnections  = 1024
+	DefaultMaxConcurrent   = 64
+	DefaultMaxInFlight     = 8 << 20
+	DefaultQueueTimeout    = 100 * time.Millisecond
+	DefaultMaxResponse     = 8 << 20
+	DefaultRateLimit       = 1000
+	DefaultRateBurst       = 2000
+	DefaultAccessLogSample = 0.01
+	DefaultReadyCache      = time.Second
 	// MaxEntityKeyBytes bounds an entity key (Bigtable row keys are at most
 	// 4 KiB).
 	MaxEntityKeyBytes = 1024
@@ -92,6 +108,32 @@ type Config struct {
 	// the table, the instance and the command that creates it) is logged
 	// and /readyz answers 503 saying the table is not set up.
 	CheckTable func(context.Context) error
+	// ReadyCache is how long a /readyz answer is reused, so that the open
+	// endpoint costs Bigtable at most one read per ReadyCache.
+	ReadyCache time.Duration
+	// ExposeSources puts the definitions' sources (BigQuery table or query,
+	// file glob, Pub/Sub subscription) in GET /v1/featuresets; without it
+	// they are empty, as they describe the deployment, not the features.
+	ExposeSources bool
+	// MaxConnections bounds the open connections of LimitListener.
+	MaxConnections int
+	// MaxConcurrent bounds the feature requests served at once, and
+	// MaxInFlightBytes the body bytes they hold (at least MaxBodyBytes);
+	// a request that finds no room within QueueTimeout gets 503 overloaded.
+	MaxConcurrent    int
+	MaxInFlightBytes int64
+	QueueTimeout     time.Duration
+	// MaxResponseBytes bounds one response body (400 response_too_large).
+	MaxResponseBytes int
+	// RateLimit is the requests per second one API key may make, with
+	// bursts of RateBurst (429 above it); negative for no limit. It
+	// applies only with Keys.
+	RateLimit float64
+	RateBurst int
+	// AccessLogSample is the fraction of requests written to the access
+	// log (negative: none); refused requests are logged at a bounded rate
+	// regardless (see observe).
+	AccessLogSample float64
 	// Logger receives the server's logs (slog.Default() if nil).
 	Logger *slog.Logger
 	// Now is the clock for the default `at` and its checks (time.Now if nil).
@@ -116,16 +158,21 @@ type Config struct {
 // pipelines never wrote metadata is always STALE, and count, sum and
 // approx_count_distinct over an empty window are 0 with PRESENT or STALE.
 type Server struct {
-	cfg   Config
-	tbl   *bigtable.Table
-	sets  map[string]*setState
-	names []string
-	list  []byte // GET /v1/featuresets for a caller that may read every set
-	meta  *metaCache
-	m     *metrics
-	log   *slog.Logger
-	mux   *http.ServeMux
-	h     http.Handler
+	cfg    Config
+	tbl    *bigtable.Table
+	sets   map[string]*setState
+	names  []string
+	list   []byte // GET /v1/featuresets for a caller that may read every set
+	meta   *metaCache
+	m      *metrics
+	log    *slog.Logger
+	mux    *http.ServeMux
+	allow  map[string][]string // path pattern → methods, for the 405s
+	adm    *admission
+	rates  *keyLimits
+	conns  *connTracker
+	access *accessLog
+	ready  readyCache
 
 	stop context.CancelFunc
 	done sync.WaitGroup
@@ -150,6 +197,15 @@ func New(cfg Config) (*Server, error) {
 	setDefault(&cfg.MetaRefresh, DefaultMetaRefresh)
 	setDefault(&cfg.PingTimeout, DefaultPingTimeout)
 	setDefault(&cfg.ReadParallelism, DefaultReadParallelism)
+	setDefault(&cfg.ReadyCache, DefaultReadyCache)
+	setDefault(&cfg.MaxConnections, DefaultMaxConnections)
+	setDefault(&cfg.MaxConcurrent, DefaultMaxConcurrent)
+	setDefault(&cfg.MaxInFlightBytes, DefaultMaxInFlight)
+	setDefault(&cfg.QueueTimeout, DefaultQueueTimeout)
+	setDefault(&cfg.MaxResponseBytes, DefaultMaxResponse)
+	setDefault(&cfg.RateLimit, DefaultRateLimit)
+	setDefault(&cfg.RateBurst, DefaultRateBurst)
+	setDefault(&cfg.AccessLogSample, DefaultAccessLogSample)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -157,11 +213,19 @@ func New(cfg Config) (*Server, error) {
 		cfg.Now = time.Now
 	}
 	s := &Server{cfg: cfg, tbl: cfg.Table, sets: make(map[string]*setState), log: cfg.Logger, m: newMetrics()}
+	s.adm = newAdmission(cfg, s.m)
+	limit := rate.Limit(cfg.RateLimit)
+	if cfg.RateLimit < 0 {
+		limit = rate.Inf
+	}
+	s.rates = &keyLimits{limit: limit, burst: cfg.RateBurst, byKey: make(map[*apikeys.Principal]*rate.Limiter)}
+	s.conns = &connTracker{max: int64(cfg.MaxConnections), m: s.m, idle: make(map[net.Conn]struct{})}
+	s.access = newAccessLog(cfg.AccessLogSample, cfg.Logger, s.m)
 	for _, fs := range cfg.Sets {
 		if _, dup := s.sets[fs.Name]; dup {
 			return nil, fmt.Errorf("serving: feature set %q given twice", fs.Name)
 		}
-		st, err := newSetState(fs)
+		st, err := newSetState(fs, cfg.ExposeSources)
 		if err != nil {
 			return nil, fmt.Errorf("serving: %w", err)
 		}
@@ -212,53 +276,87 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// ServeHTTP serves the API.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.h.ServeHTTP(w, r) }
+// ServeHTTP serves the API. A path that is not canonical (empty, "." or
+// ".." segments) is a 400 rather than net/http's redirect to the cleaned
+// path, which would answer for a different resource (entity "a/../b" is
+// not "b") in HTML.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if p := r.URL.EscapedPath(); r.Method != http.MethodConnect && (p == "" || p[0] != '/' || path.Clean(p) != p) && p != "/" {
+		s.writeError(w, r, badInput(ErrBadRequest, "path %s is not canonical (it has empty, . or .. segments); percent-encode / . and .. in entity keys as %%2F %%2E %%2E%%2E", quoteInput(p)))
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
 
-// routes registers the endpoints. Each path also has a method-less pattern
-// that answers 405 with Allow, and "/" answers 404, both with a JSON body.
+// routes registers the endpoints. Each path also gets a method-less
+// pattern that answers 405 with Allow, and "/" answers 404, both with a
+// JSON body.
 func (s *Server) routes() {
 	s.mux = http.NewServeMux()
+	s.allow = make(map[string][]string)
 	s.handle("GET /v1/featuresets", true, s.listFeatureSets)
 	s.handle("GET /v1/featuresets/{name}", true, s.getFeatureSet)
 	s.handle("GET /v1/features/{featureset}/{entity}", true, s.getFeatures)
 	s.handle("POST /v1/features/{featureset}", true, s.postFeatures)
-	s.mux.Handle("GET /metrics", s.m.instrument("GET /metrics", s.m.handler()))
 	s.handle("GET /healthz", false, s.healthz)
 	s.handle("GET /readyz", false, s.readyz)
-	for path, allow := range map[string]string{
-		"/v1/featuresets":                    "GET, HEAD",
-		"/v1/featuresets/{name}":             "GET, HEAD",
-		"/v1/features/{featureset}/{entity}": "GET, HEAD",
-		"/v1/features/{featureset}":          "POST",
-		"/metrics":                           "GET, HEAD",
-		"/healthz":                           "GET, HEAD",
-		"/readyz":                            "GET, HEAD",
-	} {
-		s.handle(path, false, func(w http.ResponseWriter, r *http.Request) error {
-			w.Header().Set("Allow", allow)
-			return badInput(ErrMethodNotAllowed, "method %s is not allowed on %s (allowed: %s)", r.Method, path, allow)
-		})
+	s.methodNotAllowed(s.mux, s.allow)
+}
+
+// methodNotAllowed registers on mux, for each path of allow, the 405 of
+// the methods not registered, and "/" for the 404 of unknown paths.
+func (s *Server) methodNotAllowed(mux *http.ServeMux, allow map[string][]string) {
+	for path, methods := range allow {
+		allowed := strings.Join(methods, ", ")
+		mux.Handle(path, s.observe(path, s.recoverPanic(errorHandler(s, func(w http.ResponseWriter, r *http.Request) error {
+			w.Header().Set("Allow", allowed)
+			return badInput(ErrMethodNotAllowed, "method %s is not allowed on %s (allowed: %s)", quoteInput(r.Method), path, allowed)
+		}))))
 	}
-	s.handle("/", false, func(http.ResponseWriter, *http.Request) error { return ErrNotFound })
-	s.h = s.mux
+	mux.Handle("/", s.observe("/", errorHandler(s, func(http.ResponseWriter, *http.Request) error { return ErrNotFound })))
+}
+
+// AdminHandler serves GET /metrics (Prometheus), /healthz and /readyz, for
+// an address apart from the API's: the metrics name every feature set and
+// describe the process, which API keys must not reveal.
+func (s *Server) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", s.m.instrument("GET /metrics", s.m.handler()))
+	mux.Handle("GET /healthz", s.observe("GET /healthz", errorHandler(s, s.healthz)))
+	mux.Handle("GET /readyz", s.observe("GET /readyz", errorHandler(s, s.readyz)))
+	s.methodNotAllowed(mux, map[string][]string{"/metrics": {"GET", "HEAD"}, "/healthz": {"GET", "HEAD"}, "/readyz": {"GET", "HEAD"}})
+	return mux
 }
 
 // handlerFunc is a handler that returns its error for writeError.
 type handlerFunc func(http.ResponseWriter, *http.Request) error
 
-// handle registers h at pattern with metrics, panic recovery and, when
-// auth, the API-key check.
-func (s *Server) handle(pattern string, auth bool, h handlerFunc) {
-	var next http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+func errorHandler(s *Server, h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := h(w, r); err != nil {
 			s.writeError(w, r, err)
 		}
 	})
-	if auth && s.cfg.Keys != nil {
-		next = s.authenticate(next)
+}
+
+// handle registers h at pattern ("METHOD /path") with metrics, the access
+// log and panic recovery; when auth, also the API-key check, the key's
+// rate limit and the admission limits (Config.MaxConcurrent and
+// MaxInFlightBytes), in that order.
+func (s *Server) handle(pattern string, auth bool, h handlerFunc) {
+	next := errorHandler(s, h)
+	if auth {
+		next = s.admit(next)
+		if s.cfg.Keys != nil {
+			next = s.authenticate(s.rateLimit(next))
+		}
 	}
-	s.mux.Handle(pattern, s.m.instrument(pattern, s.recoverPanic(next)))
+	s.mux.Handle(pattern, s.observe(pattern, s.recoverPanic(next)))
+	method, path, _ := strings.Cut(pattern, " ")
+	s.allow[path] = append(s.allow[path], method)
+	if method == http.MethodGet {
+		s.allow[path] = append(s.allow[path], http.MethodHead)
+	}
 }
 
 // recoverPanic turns a panic into a logged 500.
@@ -283,11 +381,40 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) error {
 }
 
 // readyz reports whether Bigtable answers: one read of a feature set's
-// metadata row, bounded by PingTimeout.
+// metadata row, bounded by PingTimeout, and reused for ReadyCache.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.PingTimeout)
+	if err := s.ready.get(s.cfg.ReadyCache, s.checkReady); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, []byte("{\"status\":\"ready\"}\n"))
+	return nil
+}
+
+// readyCache keeps the last readiness check's result: a burst of /readyz
+// calls costs one check, made by the first caller while the others wait.
+type readyCache struct {
+	mu  sync.Mutex
+	at  time.Time
+	err error
+}
+
+func (c *readyCache) get(ttl time.Duration, check func() error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.at.IsZero() || time.Since(c.at) >= ttl {
+		c.err = check()
+		c.at = time.Now()
+	}
+	return c.err
+}
+
+// checkReady is one readiness check: a read of a feature set's metadata
+// row, bounded by PingTimeout. It does not use the request's context, as
+// its result serves other requests too.
+func (s *Server) checkReady() error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.PingTimeout)
 	defer cancel()
-	err := bounded(ctx, "readiness check", func() error {
+	return bounded(ctx, "readiness check", func() error {
 		start := time.Now()
 		_, err := s.tbl.ReadRow(ctx, schemas.MetaRowKey(s.names[0]), bigtable.RowFilter(bigtable.StripValueFilter()))
 		if err != nil {
@@ -303,9 +430,4 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 		s.m.bigtableRead(opPing, time.Since(start))
 		return nil
 	})
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, []byte("{\"status\":\"ready\"}\n"))
-	return nil
 }

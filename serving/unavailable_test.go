@@ -97,7 +97,7 @@ func TestUnavailable(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if !strings.Contains(e.get("/metrics").raw, `tandem_bigtable_read_errors_total{op="read_row"}`) {
+	if !strings.Contains(e.metrics(), `tandem_bigtable_read_errors_total{op="read_row"}`) {
 		t.Error("no Bigtable error metric")
 	}
 }

@@ -6,8 +6,8 @@
 // events, and the serving API on --addr. It prints example requests and runs
 // until Ctrl-C (or SIGTERM), then drains the pipelines and stops.
 //
-//	go run ./scripts/local                      # schemas/*.yaml, :8080
-//	go run ./scripts/local --rate 200 --addr :9090
+//	go run ./scripts/local                      # schemas/*.yaml, 127.0.0.1:8080
+//	go run ./scripts/local --rate 200 --addr 127.0.0.1:8081
 package main
 
 import (
@@ -38,7 +38,8 @@ func main() {
 	flag.VisitAll(func(f *flag.Flag) { beamFlags[f.Name] = true })
 	var defs stringList
 	flag.Var(&defs, "featureset", "feature-set YAML file or directory (repeatable; default: schemas)")
-	addr := flag.String("addr", ":8080", "listen address of the serving API")
+	addr := flag.String("addr", "127.0.0.1:8080", "listen address of the serving API (open, without API keys: keep it on loopback)")
+	metricsAddr := flag.String("metrics_addr", "127.0.0.1:9090", "listen address of /metrics (empty: none)")
 	history := flag.Duration("history", 72*time.Hour, "how far back the generated history goes")
 	historyEvents := flag.Int("history_events", 30000, "generated history events per feature set")
 	rate := flag.Float64("rate", 50, "live events published per second and feature set")
@@ -73,6 +74,7 @@ func main() {
 	err := localstack.RunDemo(ctx, localstack.DemoConfig{
 		Definitions:   defs,
 		Addr:          *addr,
+		MetricsAddr:   *metricsAddr,
 		History:       *history,
 		HistoryEvents: *historyEvents,
 		Rate:          *rate,

@@ -25,8 +25,10 @@ import (
 type DemoConfig struct {
 	// Definitions are feature-set files or directories.
 	Definitions []string
-	// Addr is the serving API's listen address.
-	Addr string
+	// Addr is the serving API's listen address, and MetricsAddr that of
+	// its admin handler (/metrics; none when empty).
+	Addr        string
+	MetricsAddr string
 	// History is how far back the generated history goes, and
 	// HistoryEvents how many events it has per feature set.
 	History       time.Duration
@@ -128,14 +130,25 @@ func RunDemo(ctx context.Context, cfg DemoConfig, out io.Writer) error {
 		return err
 	}
 	defer srv.Close()
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 10 * time.Second, IdleTimeout: time.Minute}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- hs.Serve(ln) }()
+	hs := srv.HTTPServer()
+	serveErr := make(chan error, 2)
+	go func() { serveErr <- hs.Serve(srv.LimitListener(ln)) }()
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = hs.Shutdown(sctx)
 	}()
+	metricsBase := ""
+	if cfg.MetricsAddr != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+		ms := &http.Server{Handler: srv.AdminHandler(), ReadHeaderTimeout: 5 * time.Second}
+		go func() { serveErr <- ms.Serve(mln) }()
+		defer ms.Close()
+		metricsBase = "http://" + displayAddr(mln.Addr())
+	}
 
 	live := newLiveFeed(sets, cfg.Seed+1000, cfg.Rate)
 	base := "http://" + displayAddr(ln.Addr())
@@ -176,7 +189,10 @@ func RunDemo(ctx context.Context, cfg DemoConfig, out io.Writer) error {
 			fmt.Fprintf(out, "  curl -s -X POST %s/v1/features/%s -d '%s'\n", base, set.Name, body)
 		}
 	}
-	fmt.Fprintf(out, "  curl -s %s/metrics | grep tandem_\n\nCtrl-C drains the pipelines and stops.\n\n", base)
+	if metricsBase != "" {
+		fmt.Fprintf(out, "  curl -s %s/metrics | grep tandem_\n", metricsBase)
+	}
+	fmt.Fprintf(out, "\nCtrl-C drains the pipelines and stops.\n\n")
 
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()

@@ -1,0 +1,363 @@
+package schemas
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/goccy/go-yaml/ast"
+)
+
+// ServicesDir is the subdirectory of a directory of feature-set definitions
+// that holds the feature services using them (schemas/services/ beside
+// schemas/*.yaml). LoadAll does not descend into it.
+const ServicesDir = "services"
+
+// The keys of each mapping of a feature-service definition. Keys may be
+// added, never renamed.
+var (
+	serviceKeys      = []string{"name", "description", "features"}
+	serviceEntryKeys = []string{"featureset", "key", "features"}
+)
+
+// Service is one loaded and validated feature-service definition: the
+// features a model uses, taken from one or more feature sets, and the
+// request (or training spine) column that holds each set's entity key.
+// LoadService, LoadServices and ParseService are the only constructors; a
+// Service is read-only after.
+type Service struct {
+	Name        string
+	Description string
+	Entries     []ServiceEntry // in file order, one per feature set
+	// File is the path the definition was loaded from ("" if parsed from bytes).
+	File string
+
+	nameLine int
+}
+
+// ServiceEntry is the part of a service that one feature set provides.
+type ServiceEntry struct {
+	Set *FeatureSet
+	// Key is the request or spine column that holds the set's entity key:
+	// YAML key `key`, by default the name of the set's entity key field.
+	Key string
+	// Features are the features used, in the order listed.
+	Features []Feature
+}
+
+// KeyType is the type of the entry's key column: that of the set's entity
+// key field (String or Int64).
+func (e ServiceEntry) KeyType() Type { return e.Set.Fields[e.Set.KeyIndex()].Type }
+
+// FeatureNames returns the names of e's features, in order.
+func (e ServiceEntry) FeatureNames() []string {
+	names := make([]string, len(e.Features))
+	for i, f := range e.Features {
+		names[i] = f.Name
+	}
+	return names
+}
+
+// Column is a named, typed column.
+type Column struct {
+	Name string
+	Type Type
+}
+
+// Keys returns the key columns of the service, each once, in order of first
+// use. The loader guarantees that every entry keyed by one column agrees on
+// its type.
+func (s *Service) Keys() []Column {
+	var cols []Column
+	for _, e := range s.Entries {
+		if !slices.ContainsFunc(cols, func(c Column) bool { return c.Name == e.Key }) {
+			cols = append(cols, Column{Name: e.Key, Type: e.KeyType()})
+		}
+	}
+	return cols
+}
+
+// Sets returns the feature sets the service uses, in order.
+func (s *Service) Sets() []*FeatureSet {
+	sets := make([]*FeatureSet, len(s.Entries))
+	for i, e := range s.Entries {
+		sets[i] = e.Set
+	}
+	return sets
+}
+
+// FeatureColumn is the column name of a feature of a set in a training set
+// and in full feature names: "<featureset>__<feature>". The loader rejects
+// a service in which two features would get the same column (set a__b's
+// feature c and set a's feature b__c).
+func FeatureColumn(set, feature string) string { return set + "__" + feature }
+
+// serviceJSON is the JSON form of a Service, as the serving API returns it.
+type serviceJSON struct {
+	Name        string             `json:"name"`
+	Description string             `json:"description,omitempty"`
+	Keys        []fieldJSON        `json:"keys"`
+	Features    []serviceEntryJSON `json:"features"`
+}
+
+type serviceEntryJSON struct {
+	FeatureSet string   `json:"featureset"`
+	Key        string   `json:"key"`
+	KeyType    string   `json:"key_type"`
+	Features   []string `json:"features"`
+}
+
+// MarshalJSON encodes s as {"name", "description", "keys": [{"name",
+// "type"}], "features": [{"featureset", "key", "key_type", "features"}]}.
+func (s *Service) MarshalJSON() ([]byte, error) {
+	j := serviceJSON{Name: s.Name, Description: s.Description, Keys: []fieldJSON{}}
+	for _, c := range s.Keys() {
+		j.Keys = append(j.Keys, fieldJSON{Name: c.Name, Type: c.Type.String()})
+	}
+	for _, e := range s.Entries {
+		j.Features = append(j.Features, serviceEntryJSON{
+			FeatureSet: e.Set.Name, Key: e.Key, KeyType: e.KeyType().String(), Features: e.FeatureNames(),
+		})
+	}
+	return json.Marshal(j)
+}
+
+// LoadService reads the feature-service definition in the YAML file at path
+// and validates it against sets, the feature sets it may use. Errors are as
+// for Load: an error matching ErrInvalid listing every problem as a
+// *DefinitionError ("path:line: field: reason").
+func LoadService(path string, sets []*FeatureSet) (*Service, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("load feature service: %w", err)
+	}
+	return ParseService(path, data, sets)
+}
+
+// LoadServiceWithSets loads the feature service at path together with the
+// feature sets it uses. They are loaded with LoadAll from setPaths or, when
+// none is given, from the directory that holds the service's ServicesDir
+// (schemas/services/fraud_model.yaml uses the sets of schemas/).
+func LoadServiceWithSets(path string, setPaths ...string) (*Service, error) {
+	if len(setPaths) == 0 {
+		setPaths = []string{filepath.Dir(filepath.Dir(path))}
+	}
+	sets, err := LoadAll(setPaths...)
+	if err != nil {
+		return nil, err
+	}
+	return LoadService(path, sets)
+}
+
+// LoadServices loads the feature services defined by paths (YAML files or
+// directories of them, as for LoadAll) against sets. Every file is loaded
+// even when some fail; the error joins all problems. Two definitions with
+// the same service name are an error.
+func LoadServices(sets []*FeatureSet, paths ...string) ([]*Service, error) {
+	files, errs := yamlFiles("feature services", paths)
+	load := func(path string) (*Service, error) { return LoadService(path, sets) }
+	return loadFiles(files, errs, "feature service", load, func(svc *Service) (string, string, int) {
+		return svc.Name, svc.File, svc.nameLine
+	})
+}
+
+// ParseService validates data, a feature-service definition in YAML, against
+// sets and returns the Service it defines. file names the definition in
+// error messages and Service.File; it may be "".
+func ParseService(file string, data []byte, sets []*FeatureSet) (*Service, error) {
+	p := &defParser{file: file}
+	svc := p.parseService(data, sets)
+	if err := p.err(); err != nil {
+		return nil, err
+	}
+	return svc, nil
+}
+
+// keyUse is the first entry of a service keyed by a column.
+type keyUse struct {
+	t    Type
+	set  string
+	line int
+}
+
+func (p *defParser) parseService(data []byte, sets []*FeatureSet) *Service {
+	root := p.document(data, "empty definition (want name and features)")
+	if root == nil {
+		return nil
+	}
+	switch v := p.resolve(root).(type) {
+	case *ast.MappingNode, *ast.MappingValueNode:
+	default:
+		p.errorf(root, "", "a feature-service definition must be a mapping (name: ..., features: ...), got %s", describe(v))
+		return nil
+	}
+	top, ok := p.object(root, "", false, serviceKeys...)
+	if !ok {
+		return nil
+	}
+	svc := &Service{File: p.file}
+	svc.Name, svc.nameLine = p.name(top, root)
+	if e, ok := top["description"]; ok {
+		if s, ok := p.scalar(e.value, "description"); ok {
+			svc.Description = strings.TrimSpace(s)
+		}
+	}
+
+	byName := make(map[string]*FeatureSet, len(sets))
+	names := make([]string, len(sets))
+	for i, fs := range sets {
+		byName[fs.Name] = fs
+		names[i] = fs.Name
+	}
+	e, ok := p.required(top, root, "", "features")
+	if !ok {
+		return svc
+	}
+	items, ok := p.sequence(e.value, "features")
+	if ok && len(items) == 0 {
+		p.errorf(e.value, "features", "list at least one feature set and its features")
+	}
+	sp := &serviceParser{defParser: p, byName: byName, names: names,
+		setLine: make(map[string]int), keys: make(map[string]keyUse), columns: make(map[string]int)}
+	for i, item := range items {
+		if entry, ok := sp.entry(item, fmt.Sprintf("features[%d]", i)); ok {
+			svc.Entries = append(svc.Entries, entry)
+		}
+	}
+	return svc
+}
+
+// serviceParser holds what the entries of one service definition are
+// checked against.
+type serviceParser struct {
+	*defParser
+	byName  map[string]*FeatureSet
+	names   []string          // of the loaded sets
+	setLine map[string]int    // set listed → line
+	keys    map[string]keyUse // key column → first use
+	columns map[string]int    // FeatureColumn → line
+}
+
+// entry parses the entry at n (path field).
+func (p *serviceParser) entry(n ast.Node, field string) (ServiceEntry, bool) {
+	byName, names, setLine, keys := p.byName, p.names, p.setLine, p.keys
+	m, ok := p.object(n, field, false, serviceEntryKeys...)
+	if !ok {
+		return ServiceEntry{}, false
+	}
+	var entry ServiceEntry
+	var setNode ast.Node = n
+	if fe, ok := p.required(m, n, field, "featureset"); ok {
+		setNode = fe.value
+		path := field + ".featureset"
+		if s, ok := p.scalar(fe.value, path); ok {
+			switch fs, line := byName[s], setLine[s]; {
+			case fs == nil:
+				if h := suggest(s, names); h != "" {
+					p.errorf(fe.value, path, "unknown feature set %q (did you mean %s?)", s, h)
+				} else {
+					p.errorf(fe.value, path, "unknown feature set %q (loaded: %s)", s, strings.Join(names, ", "))
+				}
+			case line > 0:
+				p.errorf(fe.value, path, "feature set %q is listed twice (first at line %d); list all its features in one entry", s, line)
+			default:
+				setLine[s] = nodeLine(fe.value)
+				entry.Set = fs
+			}
+		}
+	}
+
+	keyOK := true
+	keyNode := setNode
+	if ke, ok := m["key"]; ok {
+		keyNode = ke.value
+		s, ok := p.scalar(ke.value, field+".key")
+		switch {
+		case !ok:
+			keyOK = false
+		case !isFieldName(s):
+			p.errorf(ke.value, field+".key", "bad column name %q (want a letter or _, then letters, digits or _)", s)
+			keyOK = false
+		default:
+			entry.Key = s
+		}
+	} else if entry.Set != nil {
+		entry.Key = entry.Set.Entity.Key
+	}
+	if entry.Set != nil && keyOK {
+		t := entry.KeyType()
+		if prev, seen := keys[entry.Key]; !seen {
+			keys[entry.Key] = keyUse{t: t, set: entry.Set.Name, line: nodeLine(keyNode)}
+		} else if prev.t != t {
+			p.errorf(keyNode, field+".key", "key column %q holds %s keys of feature set %s (entity key %s) here, but %s keys of feature set %s at line %d; key them by separate columns",
+				entry.Key, t, entry.Set.Name, entry.Set.Entity.Key, prev.t, prev.set, prev.line)
+			keyOK = false
+		}
+	}
+
+	featsOK := false
+	if fe, ok := p.required(m, n, field, "features"); ok {
+		featsOK = p.features(&entry, fe.value, field+".features")
+	}
+	return entry, entry.Set != nil && keyOK && featsOK
+}
+
+// features parses the feature list at n (path field) of entry.
+func (p *serviceParser) features(entry *ServiceEntry, n ast.Node, field string) bool {
+	items, ok := p.sequence(n, field)
+	if !ok {
+		return false
+	}
+	if len(items) == 0 {
+		p.errorf(n, field, "list at least one feature")
+		return false
+	}
+	fs := entry.Set
+	var names []string
+	if fs != nil {
+		names = make([]string, len(fs.Features))
+		for i, f := range fs.Features {
+			names[i] = f.Name
+		}
+	}
+	firstLine := make(map[string]int, len(items))
+	for i, item := range items {
+		path := fmt.Sprintf("%s[%d]", field, i)
+		s, sok := p.scalar(item, path)
+		if !sok {
+			ok = false
+			continue
+		}
+		if line, dup := firstLine[s]; dup {
+			p.errorf(item, path, "feature %q is listed twice (first at line %d)", s, line)
+			ok = false
+			continue
+		}
+		firstLine[s] = nodeLine(item)
+		if fs == nil {
+			continue
+		}
+		f, found := fs.Feature(s)
+		if !found {
+			if h := suggest(s, names); h != "" {
+				p.errorf(item, path, "feature set %s has no feature %q (did you mean %s?)", fs.Name, s, h)
+			} else {
+				p.errorf(item, path, "feature set %s has no feature %q (it has %s)", fs.Name, s, strings.Join(names, ", "))
+			}
+			ok = false
+			continue
+		}
+		col := FeatureColumn(fs.Name, f.Name)
+		if line, dup := p.columns[col]; dup {
+			p.errorf(item, path, "feature column %q is also the column of the feature at line %d; rename a feature set or feature", col, line)
+			ok = false
+			continue
+		}
+		p.columns[col] = nodeLine(item)
+		entry.Features = append(entry.Features, f)
+	}
+	return ok
+}
