@@ -13,7 +13,7 @@ import (
 
 // The keys of each mapping of a definition. Keys may be added, never renamed.
 var (
-	topKeys      = []string{"name", "entity", "event_time", "fields", "sources", "allowed_lateness", "retention", "stale_after", "features"}
+	topKeys      = []string{"name", "entity", "event_time", "fields", "sources", "allowed_lateness", "max_future", "retention", "stale_after", "features"}
 	entityKeys   = []string{"name", "key"}
 	sourcesKeys  = []string{"batch", "stream"}
 	batchKeys    = []string{"bigquery", "files"}
@@ -185,6 +185,12 @@ func (p *defParser) parse(data []byte) *FeatureSet {
 			fs.StaleAfter = d
 		}
 	}
+	fs.MaxFuture = DefaultMaxFuture
+	if e, ok := top["max_future"]; ok {
+		if d, ok := p.duration(e.value, "max_future", false); ok {
+			fs.MaxFuture = d
+		}
+	}
 
 	longest := -1 // index in fs.Features of the feature with the longest window
 	if e, ok := p.required(top, root, "", "features"); ok {
@@ -209,13 +215,24 @@ func (p *defParser) parse(data []byte) *FeatureSet {
 		maxWindow = fs.Features[longest].Window
 	}
 
-	fs.Retention = maxWindow + DefaultRetentionSlack
+	// A read needs one tile more than its window (the window contract's
+	// head), so the default retention keeps the longest Window + Tile plus
+	// slack, and a given one must keep every feature's Window + Tile.
+	var span time.Duration // the longest Window + Tile
+	widest := -1
+	for i, f := range fs.Features {
+		if f.Window+f.Tile > span {
+			span, widest = f.Window+f.Tile, i
+		}
+	}
+	fs.Retention = max(maxWindow+DefaultRetentionSlack, span)
 	if e, ok := top["retention"]; ok {
 		if d, ok := p.duration(e.value, "retention", true); ok {
 			fs.Retention = d
-			if d < maxWindow {
-				p.errorf(e.value, "retention", "%s is shorter than the longest window, %s of feature %q",
-					FormatDuration(d), FormatDuration(maxWindow), fs.Features[longest].Name)
+			if d < span {
+				f := fs.Features[widest]
+				p.errorf(e.value, "retention", "%s is shorter than what feature %q reads, its window %s plus one tile %s",
+					FormatDuration(d), f.Name, FormatDuration(f.Window), FormatDuration(f.Tile))
 			}
 		}
 	}

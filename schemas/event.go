@@ -43,20 +43,13 @@ func (f Feature) Span(at int64) (from, to int64) {
 	return TileStart(at, f.Tile) - f.Window.Microseconds(), at
 }
 
-// WindowTiles returns the first and last tile starts (Unix microseconds,
-// inclusive) that a read of f at instant at covers. This is Tandem's window
-// semantics: a read at `at` sees the Window/Tile tiles that end with the tile
-// containing `at`, that is the events with event time in
-//
-//	[TileStart(at) + Tile - Window, TileStart(at) + Tile)
-//
-// For a read at "now" this is the last Window of events, with its oldest edge
-// rounded up to a tile boundary (so between Window-Tile and Window of
-// history). For a read at a past instant, events later than `at` but in the
-// same tile are included; align `at` to a tile boundary minus one microsecond
-// to exclude them.
-func (f Feature) WindowTiles(at time.Time) (first, last int64) {
-	last = TileStart(at.UnixMicro(), f.Tile)
-	first = last + f.Tile.Microseconds() - f.Window.Microseconds()
-	return first, last
+// WindowTiles returns the tile starts (Unix microseconds) of f's window at
+// instant at under the contract of Span: first is TileStart(at) − Window,
+// the oldest whole tile, and head is TileStart(at), the tile holding at.
+// The tiles first, first+Tile, …, head−Tile are whole (Window/Tile of
+// them); of the head tile only the events before at belong to the window,
+// and none at all when at is on a tile boundary (at == head).
+func (f Feature) WindowTiles(at time.Time) (first, head int64) {
+	head = TileStart(at.UnixMicro(), f.Tile)
+	return head - f.Window.Microseconds(), head
 }

@@ -14,6 +14,11 @@ type FeatureSet struct {
 	Fields          []Field       `json:"fields"` // in file order
 	Sources         Sources       `json:"sources"`
 	AllowedLateness time.Duration `json:"-"`
+	// MaxFuture is how far past the pipeline's processing time an event
+	// time may lie before the event is dead-lettered as stamped in the
+	// future (YAML key max_future, default DefaultMaxFuture): it would
+	// count in a read at "now" before it happened.
+	MaxFuture time.Duration `json:"-"`
 	// Retention is how long tiles are kept (the GC max age of the data
 	// families): YAML key retention, default MaxWindow + DefaultRetentionSlack.
 	Retention time.Duration `json:"-"`
@@ -81,7 +86,9 @@ type Feature struct {
 	FieldType Type `json:"-"`
 }
 
-// Tiles is the number of tiles a read of f touches on each side: Window/Tile.
+// Tiles is the number of whole tiles in f's window: Window/Tile. A read of f
+// touches at most Tiles()+1 tiles on each side, the last one the head tile
+// (see Span).
 func (f Feature) Tiles() int { return int(f.Window / f.Tile) }
 
 // ResultType is the type of the feature's value.

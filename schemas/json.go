@@ -16,6 +16,7 @@ type featureSetJSON struct {
 	Fields          []fieldJSON   `json:"fields"`
 	Sources         Sources       `json:"sources"`
 	AllowedLateness string        `json:"allowed_lateness"`
+	MaxFuture       string        `json:"max_future"`
 	Retention       string        `json:"retention"`
 	StaleAfter      string        `json:"stale_after,omitempty"`
 	Features        []featureJSON `json:"features"`
@@ -41,7 +42,7 @@ type featureJSON struct {
 func (fs *FeatureSet) MarshalJSON() ([]byte, error) {
 	j := featureSetJSON{
 		Name: fs.Name, Entity: fs.Entity, EventTime: fs.EventTime, Sources: fs.Sources,
-		AllowedLateness: FormatDuration(fs.AllowedLateness), Retention: FormatDuration(fs.Retention), File: fs.File,
+		AllowedLateness: FormatDuration(fs.AllowedLateness), MaxFuture: FormatDuration(fs.MaxFuture), Retention: FormatDuration(fs.Retention), File: fs.File,
 	}
 	if fs.StaleAfter > 0 {
 		j.StaleAfter = FormatDuration(fs.StaleAfter)
@@ -71,6 +72,9 @@ func (fs *FeatureSet) UnmarshalJSON(data []byte) error {
 	var err error
 	if out.AllowedLateness, err = parseDurationJSON(j.AllowedLateness); err != nil {
 		return fmt.Errorf("schemas: feature set %q: allowed_lateness: %w", j.Name, err)
+	}
+	if out.MaxFuture, err = parseDurationJSON(j.MaxFuture); err != nil {
+		return fmt.Errorf("schemas: feature set %q: max_future: %w", j.Name, err)
 	}
 	if out.Retention, err = parseDurationJSON(j.Retention); err != nil {
 		return fmt.Errorf("schemas: feature set %q: retention: %w", j.Name, err)

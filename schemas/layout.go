@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"encoding/binary"
 	"strings"
 	"time"
 )
@@ -24,6 +25,18 @@ import (
 // set's Retention (longest window plus slack); readers filter by timestamp
 // anyway, since GC is lazy.
 //
+// Each entity row also holds, in family stream, the cell
+//
+//	stream:~newest   the newest event time (Unix microseconds, 8 bytes big
+//	                 endian) of the entity's events in the stream tiles;
+//	                 cell timestamp that time truncated to the millisecond
+//
+// written in the same row mutation as the tiles (so a reader of the row
+// never sees tiles newer than it says) and replacing the previous one. A
+// read at `at` may take the stream head tile (see Feature.Span) as the head
+// only when ~newest < at: then the tile holds no event at or after `at`.
+// "~" sorts after every feature name, which never contains it.
+//
 // The row named after the feature set itself (no '#') holds its metadata in
 // family meta:
 //
@@ -45,7 +58,29 @@ const (
 	QualifierBatchWatermark   = "batch_watermark"
 	QualifierStreamLatestTile = "stream_latest_tile"
 	QualifierStreamWatermark  = "stream_watermark"
+
+	QualifierNewest = "~newest"
 )
+
+// EncodeNewest is the value of a ~newest cell: t (Unix microseconds) as 8
+// bytes big endian.
+func EncodeNewest(t int64) []byte {
+	return binary.BigEndian.AppendUint64(nil, uint64(t))
+}
+
+// DecodeNewest decodes a ~newest cell value; ok is false for a value of
+// another length.
+func DecodeNewest(b []byte) (t int64, ok bool) {
+	if len(b) != 8 {
+		return 0, false
+	}
+	return int64(binary.BigEndian.Uint64(b)), true
+}
+
+// DefaultMaxFuture is the default FeatureSet.MaxFuture: how far ahead of
+// the pipeline's clock an event may be stamped (clock skew between
+// producers and the pipeline) before it is dead-lettered.
+const DefaultMaxFuture = time.Minute
 
 // DefaultRetentionSlack is added to the longest window to make the default
 // retention of a feature set.

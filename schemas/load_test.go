@@ -51,6 +51,7 @@ func TestParseValid(t *testing.T) {
 			Stream: StreamSource{Subscription: "projects/tandem-local/subscriptions/card-events"},
 		},
 		AllowedLateness: 10 * time.Minute,
+		MaxFuture:       time.Minute,
 		Retention:       7*24*time.Hour + DefaultRetentionSlack,
 		Features: []Feature{
 			{Name: "txn_count_1h", Op: OpCount, Window: time.Hour, Tile: time.Minute, Index: 0, FieldIndex: -1, FieldType: Null},
@@ -87,7 +88,7 @@ func TestParseRejects(t *testing.T) {
 		{
 			name: "unknown key",
 			old:  "allowed_lateness: 10m", new: "owner: fraud-team",
-			want: []string{`x.yaml:13: owner: unknown key (want one of name, entity, event_time, fields, sources, allowed_lateness, retention, stale_after, features)`},
+			want: []string{`x.yaml:13: owner: unknown key (want one of name, entity, event_time, fields, sources, allowed_lateness, max_future, retention, stale_after, features)`},
 		},
 		{
 			name: "typo'd feature key",
@@ -225,7 +226,7 @@ func TestParseRejects(t *testing.T) {
 		{
 			name: "retention shorter than a window",
 			old:  "allowed_lateness: 10m", new: "allowed_lateness: 10m\nretention: 1d",
-			want: []string{`x.yaml:14: retention: 1d is shorter than the longest window, 7d of feature "merchants_7d"`},
+			want: []string{`x.yaml:14: retention: 1d is shorter than what feature "merchants_7d" reads, its window 7d plus one tile 3h`},
 		},
 		{
 			name: "bigquery table in legacy form",
@@ -312,7 +313,7 @@ func TestParseRejects(t *testing.T) {
 			old:  "event_time: ts", new: "event_time: tz\nowner: x",
 			want: []string{
 				`x.yaml:3: event_time: field "tz" is not declared in fields (did you mean ts?)`,
-				`x.yaml:4: owner: unknown key (want one of name, entity, event_time, fields, sources, allowed_lateness, retention, stale_after, features)`,
+				`x.yaml:4: owner: unknown key (want one of name, entity, event_time, fields, sources, allowed_lateness, max_future, retention, stale_after, features)`,
 			},
 		},
 		{
@@ -601,23 +602,27 @@ func TestWindowTiles(t *testing.T) {
 	f := Feature{Name: "c", Op: OpCount, Window: time.Hour, Tile: time.Minute}
 	tests := []struct {
 		at          string
-		first, last string
+		first, head string
+		from        string // Span's from; to is at
 	}{
-		{"2026-03-01T10:15:30Z", "2026-03-01T09:16:00Z", "2026-03-01T10:15:00Z"},
-		{"2026-03-01T10:15:00Z", "2026-03-01T09:16:00Z", "2026-03-01T10:15:00Z"},
-		{"2026-03-01T10:14:59.999999Z", "2026-03-01T09:15:00Z", "2026-03-01T10:14:00Z"},
-		{"1970-01-01T00:00:30Z", "1969-12-31T23:01:00Z", "1970-01-01T00:00:00Z"},
-		{"1969-12-31T23:59:30Z", "1969-12-31T23:00:00Z", "1969-12-31T23:59:00Z"},
+		{"2026-03-01T10:15:30Z", "2026-03-01T09:15:00Z", "2026-03-01T10:15:00Z", "2026-03-01T09:15:00Z"},
+		{"2026-03-01T10:15:00Z", "2026-03-01T09:15:00Z", "2026-03-01T10:15:00Z", "2026-03-01T09:15:00Z"},
+		{"2026-03-01T10:14:59.999999Z", "2026-03-01T09:14:00Z", "2026-03-01T10:14:00Z", "2026-03-01T09:14:00Z"},
+		{"1970-01-01T00:00:30Z", "1969-12-31T23:00:00Z", "1970-01-01T00:00:00Z", "1969-12-31T23:00:00Z"},
+		{"1969-12-31T23:59:30Z", "1969-12-31T22:59:00Z", "1969-12-31T23:59:00Z", "1969-12-31T22:59:00Z"},
 	}
 	for _, tc := range tests {
 		at, _ := time.Parse(time.RFC3339Nano, tc.at)
-		first, last := f.WindowTiles(at)
-		if first != micros(tc.first) || last != micros(tc.last) {
+		first, head := f.WindowTiles(at)
+		if first != micros(tc.first) || head != micros(tc.head) {
 			t.Errorf("WindowTiles(%s) = %s, %s; want %s, %s", tc.at,
-				time.UnixMicro(first).UTC().Format(time.RFC3339), time.UnixMicro(last).UTC().Format(time.RFC3339), tc.first, tc.last)
+				time.UnixMicro(first).UTC().Format(time.RFC3339), time.UnixMicro(head).UTC().Format(time.RFC3339), tc.first, tc.head)
 		}
-		if n := (last-first)/f.Tile.Microseconds() + 1; n != int64(f.Tiles()) {
-			t.Errorf("WindowTiles(%s) covers %d tiles, want %d", tc.at, n, f.Tiles())
+		if n := (head - first) / f.Tile.Microseconds(); n != int64(f.Tiles()) {
+			t.Errorf("WindowTiles(%s) has %d whole tiles, want %d", tc.at, n, f.Tiles())
+		}
+		if from, to := f.Span(at.UnixMicro()); from != micros(tc.from) || to != at.UnixMicro() {
+			t.Errorf("Span(%s) = [%d, %d), want [%s, at)", tc.at, from, to, tc.from)
 		}
 	}
 }

@@ -228,7 +228,7 @@ func (s *Server) postFeatures(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	stale := s.stale(st.fs, at, fresh)
-	b := make([]byte, 0, 256+len(req.Entities)*(32+48*len(sh.feats)))
+	b := make([]byte, 0, min(256+len(req.Entities)*(32+48*len(sh.feats))+jsonLen(req.Entities), s.cfg.MaxResponseBytes+1<<16))
 	b = append(b, `{"featureset":`...)
 	b = appendString(b, st.fs.Name)
 	b = append(b, `,"at":`...)
@@ -343,7 +343,8 @@ func (s *Server) stale(fs *schemas.FeatureSet, at time.Time, f Freshness) bool {
 }
 
 // appendFeatures appends the features object of one entity, in the plan's
-// feature order.
+// feature order. A value exact only at an instant before the read's at
+// (see the read path) carries it as as_of.
 func (p *plan) appendFeatures(b []byte, res []result, stale bool) []byte {
 	b = append(b, '{')
 	for pos, fi := range p.shape.feats {
@@ -354,14 +355,19 @@ func (p *plan) appendFeatures(b []byte, res []result, stale bool) []byte {
 		r := res[pos]
 		switch {
 		case !r.ok:
-			b = append(b, `null,"status":"NOT_FOUND"}`...)
+			b = append(b, `null,"status":"NOT_FOUND"`...)
 		case stale:
 			b = appendValue(b, r.v)
-			b = append(b, `,"status":"STALE"}`...)
+			b = append(b, `,"status":"STALE"`...)
 		default:
 			b = appendValue(b, r.v)
-			b = append(b, `,"status":"PRESENT"}`...)
+			b = append(b, `,"status":"PRESENT"`...)
 		}
+		if r.asOf != 0 {
+			b = append(b, `,"as_of":`...)
+			b = appendTime(b, time.UnixMicro(r.asOf))
+		}
+		b = append(b, '}')
 	}
 	return append(b, '}')
 }

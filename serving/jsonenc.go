@@ -79,3 +79,20 @@ func appendFloat(b []byte, f float64) []byte {
 // appendString appends s as a JSON string, safe to embed in HTML or
 // JavaScript.
 func appendString(b []byte, s string) []byte { return schemas.AppendHTMLSafeJSONString(b, s) }
+
+// jsonLen is about the bytes appendString takes for the strings, so that
+// a response is allocated once: each byte, plus 5 for every one that is
+// escaped as \u00XX (control characters, and < > & for HTML safety) or
+// as \" and \\ (over-counted by 4).
+func jsonLen(strs []string) int {
+	n := 0
+	for _, s := range strs {
+		n += len(s)
+		for i := 0; i < len(s); i++ {
+			if c := s[i]; c < 0x20 || c == '<' || c == '>' || c == '&' || c == '"' || c == '\\' {
+				n += 5
+			}
+		}
+	}
+	return n
+}

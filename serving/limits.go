@@ -94,7 +94,9 @@ func (s *Server) admit(next http.Handler) http.Handler {
 		s.m.inFlight.Inc()
 		defer func() {
 			s.m.inFlight.Dec()
-			a.bytes.Release(n)
+			if n > 0 {
+				a.bytes.Release(n)
+			}
 			a.count.Release(1)
 		}()
 		next.ServeHTTP(w, r)
@@ -102,9 +104,10 @@ func (s *Server) admit(next http.Handler) http.Handler {
 }
 
 // tryBytes takes n bytes if free, releasing the count slot taken before
-// when not, so that acquire can wait for both in order.
+// when not, so that acquire can wait for both in order. A request without
+// a body takes none and never waits behind those with one.
 func (a *admission) tryBytes(n int64) bool {
-	if a.bytes.TryAcquire(n) {
+	if n == 0 || a.bytes.TryAcquire(n) {
 		return true
 	}
 	a.count.Release(1)
@@ -117,6 +120,9 @@ func (a *admission) acquire(ctx context.Context, n int64) error {
 	defer cancel()
 	if err := a.count.Acquire(ctx, 1); err != nil {
 		return err
+	}
+	if n == 0 {
+		return nil
 	}
 	if err := a.bytes.Acquire(ctx, n); err != nil {
 		a.count.Release(1)

@@ -13,12 +13,22 @@ import (
 	"github.com/tandem-fp/tandem/transforms/aggregate"
 )
 
-// TestMergeMatchesEvents writes random events the way the pipelines would
-// (the batch side holds every event before T_b, the stream side every event
-// from some hours before T_b on, so the two overlap) and checks every
-// feature, read at random instants, against the aggregate of the events in
-// its window computed directly.
-func TestMergeMatchesEvents(t *testing.T) {
+// TestPointInTime is the property test of the window contract: random
+// events written the way the pipelines write them (the batch side holds
+// every event before T_b, the stream side every event from some hours
+// before T_b on, so the two overlap), read at random instants — on tile
+// boundaries, on an event, 1 µs after one, mid-tile, on both sides of the
+// seam, now — and every value checked against the events of its window
+// computed directly from the raw events:
+//
+//   - a value without as_of equals the aggregate of the events in
+//     [floor(at − W), at) (floor to the feature's tile);
+//   - a value with as_of has as_of = floor(at) < at and equals the aggregate
+//     of [floor(as_of − W), as_of): so no value counts an event at or after
+//     at;
+//   - a real-time read (at ≥ T_b and after the entity's newest event) is
+//     exact: no as_of.
+func TestPointInTime(t *testing.T) {
 	e := newEnv(t)
 	r := rand.New(rand.NewPCG(1, 2))
 	tb := e.tb
@@ -26,12 +36,13 @@ func TestMergeMatchesEvents(t *testing.T) {
 	merchants := []string{"a", "b", "c", "d", "e"}
 	entities := []string{"busy", "quiet"}
 	events := map[string][]schemas.Event{}
+	newest := map[string]int64{}
 	var batch, stream []schemas.Event
 	for _, ent := range entities {
 		n := map[string]int{"busy": 600, "quiet": 8}[ent]
 		for range n {
 			at := tb.Add(time.Duration(r.Int64N(int64(48*time.Hour))) - 40*time.Hour).Truncate(time.Millisecond)
-			if at.After(e.now) {
+			if !at.Before(e.now) {
 				continue
 			}
 			ev := e.card(ent, at, merchants[r.IntN(len(merchants))], float64(r.IntN(10000))/100)
@@ -41,6 +52,7 @@ func TestMergeMatchesEvents(t *testing.T) {
 			}
 			if !at.Before(streamFrom) {
 				stream = append(stream, ev)
+				newest[ent] = max(newest[ent], ev.Time)
 			}
 		}
 	}
@@ -48,10 +60,24 @@ func TestMergeMatchesEvents(t *testing.T) {
 	e.write(e.cards, schemas.FamilyStream, stream...)
 	e.freshness("cards", tb, e.now.Truncate(time.Minute))
 
-	for i := range 40 {
-		at := tb.Add(time.Duration(r.Int64N(int64(12*time.Hour))) - 4*time.Hour).Truncate(time.Second)
+	// Read instants: random ones around the seam, tile boundaries of every
+	// tile size, events and 1 µs after them, and now.
+	var reads []time.Time
+	for range 24 {
+		reads = append(reads, tb.Add(time.Duration(r.Int64N(int64(12*time.Hour)))-4*time.Hour).Truncate(time.Microsecond))
+	}
+	for _, d := range []time.Duration{time.Minute, 15 * time.Minute, 3 * time.Hour} {
+		reads = append(reads, tb.Add(-d), tb, tb.Add(d), e.now.Truncate(d))
+	}
+	for range 6 {
+		ev := events["busy"][r.IntN(len(events["busy"]))]
+		reads = append(reads, ev.EventTime(), ev.EventTime().Add(time.Microsecond))
+	}
+	reads = append(reads, e.now, time.UnixMicro(newest["busy"]+1))
+	asOfs := 0
+	for i, at := range reads {
 		if at.After(e.now) {
-			at = e.now
+			continue
 		}
 		var names []string
 		if i%2 == 1 { // a random subset
@@ -66,33 +92,66 @@ func TestMergeMatchesEvents(t *testing.T) {
 			if len(names) > 0 {
 				q += "&features=" + strings.Join(names, ",")
 			}
-			got := features(t, e.get("/v1/features/cards/"+ent+q))
-			for name, gv := range got {
+			res := e.get("/v1/features/cards/" + ent + q)
+			if res.status != 200 {
+				t.Fatalf("GET %s: %d %s", q, res.status, res.raw)
+			}
+			for name, fv := range res.body["features"].(map[string]any) {
 				f, _ := e.cards.Feature(name)
-				first, last := f.WindowTiles(at)
-				p := aggregate.For(f)
-				for _, ev := range events[ent] {
-					if s := schemas.TileStart(ev.Time, f.Tile); s >= first && s <= last {
-						var v schemas.Value
-						if f.FieldIndex >= 0 {
-							v = ev.Values[f.FieldIndex]
-						}
-						p.Add(v, ev.Time)
+				o := fv.(map[string]any)
+				exact := at
+				if s, ok := o["as_of"].(string); ok {
+					asOfs++
+					asOf, err := time.Parse(time.RFC3339Nano, s)
+					if err != nil {
+						t.Fatalf("%s %s at %s: as_of %q: %v", ent, name, rfc(at), s, err)
 					}
+					if head := floorTo(at.UnixMicro(), f.Tile); asOf.UnixMicro() != head || !asOf.Before(at) {
+						t.Errorf("%s %s at %s: as_of %s, want the head tile start %s, before at", ent, name, rfc(at), s, rfc(time.UnixMicro(head)))
+					}
+					if !at.Before(tb) && at.UnixMicro() > newest[ent] {
+						t.Errorf("%s %s at %s: a real-time read (after T_b and the newest event) has as_of %s", ent, name, rfc(at), s)
+					}
+					exact = asOf
 				}
-				want, ok := p.Result()
+				want, ok := bruteForce(f, events[ent], exact)
 				if !ok {
-					if gv[0] != nil || gv[1] != "NOT_FOUND" {
-						t.Errorf("%s %s at %s = %v, want null NOT_FOUND", ent, name, rfc(at), gv)
+					if o["value"] != nil || o["status"] != "NOT_FOUND" {
+						t.Errorf("%s %s at %s = %v, want null NOT_FOUND", ent, name, rfc(at), o)
 					}
 					continue
 				}
-				if !sameValue(want, gv[0]) {
-					t.Errorf("%s %s at %s = %v, want %v", ent, name, rfc(at), gv[0], want)
+				if !sameValue(want, o["value"]) {
+					t.Errorf("%s %s at %s (exact at %s) = %v, want %v", ent, name, rfc(at), rfc(exact), o["value"], want)
 				}
 			}
 		}
 	}
+	if asOfs == 0 {
+		t.Error("no read of the past came with as_of: the test does not reach the rule")
+	}
+}
+
+// floorTo rounds t (Unix µs) down to a multiple of d, without the tile code.
+func floorTo(t int64, d time.Duration) int64 {
+	return int64(math.Floor(float64(t)/float64(d.Microseconds()))) * d.Microseconds()
+}
+
+// bruteForce folds the events in [floor(at − W), at) into the feature's
+// aggregate, straight from the raw events.
+func bruteForce(f schemas.Feature, events []schemas.Event, at time.Time) (schemas.Value, bool) {
+	from, to := floorTo(at.UnixMicro()-f.Window.Microseconds(), f.Tile), at.UnixMicro()
+	p := aggregate.For(f)
+	for _, ev := range events {
+		if ev.Time >= from && ev.Time < to {
+			var v schemas.Value
+			if f.FieldIndex >= 0 {
+				v = ev.Values[f.FieldIndex]
+			}
+			p.Add(v, ev.Time)
+		}
+	}
+	return p.Result()
 }
 
 // sameValue compares a merged value with its JSON form; floats to 1e-9.

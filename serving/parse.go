@@ -94,7 +94,9 @@ func contains(list []string, s string) bool {
 
 // readBody reads a request body of at most maxBytes (413 above it).
 func readBody(w http.ResponseWriter, r *http.Request, maxBytes int64) ([]byte, error) {
-	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBytes))
+	buf := bytes.NewBuffer(make([]byte, 0, min(max(r.ContentLength, 0), maxBytes)+bytes.MinRead))
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, maxBytes))
+	data := buf.Bytes()
 	var maxErr *http.MaxBytesError
 	switch {
 	case errors.As(err, &maxErr):

@@ -18,37 +18,58 @@ import (
 
 // The read path. A request for features F of entities E at instant `at` is
 // one Bigtable read: ReadRow for one entity, ReadRows over the row list of E
-// for many. Its filter is a chain of
+// for many. Its filter is the interleave of two branches:
 //
-//  1. a timestamp (tile start) range [min over F of first, at]: first is
-//     the oldest tile of a feature's window, WindowTiles(at) = [first, last];
-//     no tile that starts after `at` belongs to any window, since last ≤ at
-//     and the next tile of a feature starts after `at`;
-//  2. a per-column limit of the N newest cells, N = max over F of
-//     Window/Tile: a feature's window holds at most Window/Tile tiles, and
-//     they are the newest cells of its column up to `at`;
-//  3. when F is not every feature of the set, column ranges selecting the
-//     qualifiers of F (one range per run of requested qualifiers that are
-//     adjacent in sorted order, in each of the two data families).
+//   - the tiles: a chain of
+//     1. a timestamp (tile start) range [min over F of first, at]: first is
+//     the oldest tile of a feature's window, WindowTiles(at) = (first,
+//     head), the window contract of schemas.Feature.Span; no tile that
+//     starts after `at` belongs to any window, since head ≤ at;
+//     2. a per-column limit of the N newest cells, N = max over F of
+//     Window/Tile + 1: a feature's window holds at most Window/Tile whole
+//     tiles and the head tile, and they are the newest cells of its column
+//     up to `at`;
+//     3. when F is not every feature of the set, column ranges selecting
+//     the qualifiers of F (one range per run of requested qualifiers that
+//     are adjacent in sorted order, in each of the two data families);
+//   - the entity's stream:~newest cell (schemas.QualifierNewest), one cell.
 //
 // So a read touches at most
 //
-//	2 · N cells per requested feature, N = max over F of Window/Tile ≤ schemas.MaxTilesPerWindow
+//	2 · N cells per requested feature + 1, N = max over F of Window/Tile + 1 ≤ schemas.MaxTilesPerWindow + 1
 //
-// (N on each of the batch and the stream side; exactly 2·Window/Tile when F
-// shares one window and tile size), and only cells within the longest
-// requested window; when F is every feature, also up to 2·N cells of each
-// qualifier the definition no longer has (a feature whose tile size
-// changed), until GC removes them. The filter uses no regular expression
-// and no interleave of more than the column ranges, which keeps it cheap on
-// Bigtable and on the emulator alike.
+// (N on each of the batch and the stream side; exactly 2·(Window/Tile + 1)
+// when F shares one window and tile size), and only cells within the
+// longest requested window and its head tile; when F is every feature,
+// also up to 2·N cells of each qualifier the definition no longer has (a
+// feature whose tile size changed), until GC removes them. The filter uses
+// no regular expression, which keeps it cheap on Bigtable and on the
+// emulator alike.
 //
 // The merge takes, for each feature, the cells of its own window
-// [first, last]: from the batch family those with start < T_b and from the
+// [first, head]: from the batch family those with start < T_b and from the
 // stream family those with start >= T_b, where T_b is the feature set's
 // batch watermark (no batch cell at all when it was never written); it
 // decodes each with aggregate.Decode and merges them into
-// aggregate.For(feature), whose Result is the value.
+// aggregate.For(feature), whose Result is the value, in a fixed order: from
+// the newest tile (the head) to the oldest, as the training pipeline does,
+// so that float results agree bit for bit. The whole tiles
+// [first, head) always count. The head tile counts only when it cannot hold
+// an event at or after `at`:
+//
+//   - at == head (on a tile boundary): the head has no events before at; the
+//     tile is left out and the value is exact at `at`;
+//   - the head tile is a stream tile (head >= T_b) and the row's ~newest,
+//     written in the same row mutation as its tiles, is before `at`: the
+//     tile is the head, and the value is exact at `at` (every real-time
+//     read);
+//   - otherwise (a batch head tile, a stream head tile that may hold later
+//     events, or data written before ~newest existed) the tile is left out:
+//     the value is the window's value at `head`, exact at that instant,
+//     which the response says as the value's as_of. Never a later event.
+//
+// No head tile at all means the entity has no stored event in it: the
+// value is exact at `at`.
 
 // setState is a loaded feature set and what the server derives from it
 // once: lookups, the definition's JSON, the read plan of all features.
@@ -103,10 +124,10 @@ func newSetState(fs *schemas.FeatureSet, exposeSources bool) (*setState, error) 
 // readShape is the at-independent part of a read plan: which features, in
 // which order, and the column ranges of the filter.
 type readShape struct {
-	feats    []int // feature indexes in response order
-	slot     []int // feature index → position in feats, or -1
-	maxWin   time.Duration
-	maxTiles int           // N: the largest Window/Tile of feats
+	feats    []int         // feature indexes in response order
+	slot     []int         // feature index → position in feats, or -1
+	maxWin   time.Duration // the longest Window + Tile of feats: how far back a read goes
+	maxTiles int           // N: the largest Window/Tile + 1 of feats
 	columns  []columnRange // nil when feats is every feature
 }
 
@@ -122,8 +143,8 @@ func (st *setState) shape(feats []int) *readShape {
 	for pos, fi := range feats {
 		sh.slot[fi] = pos
 		f := st.fs.Features[fi]
-		sh.maxWin = max(sh.maxWin, f.Window)
-		sh.maxTiles = max(sh.maxTiles, f.Tiles())
+		sh.maxWin = max(sh.maxWin, f.Window+f.Tile)
+		sh.maxTiles = max(sh.maxTiles, f.Tiles()+1)
 	}
 	if len(feats) == len(st.fs.Features) {
 		return sh
@@ -152,15 +173,19 @@ type plan struct {
 	st          *setState
 	shape       *readShape
 	at          time.Time
-	first, last []int64 // per slot: the window's first and last tile start
+	atMicros    int64
+	first, head []int64 // per slot: the window's first tile start and its head tile start
 	filter      bigtable.Filter
 }
 
+// newestColumn is the stream family's ~newest column as a ReadItem names it.
+const newestColumn = schemas.FamilyStream + ":" + schemas.QualifierNewest
+
 func (st *setState) plan(sh *readShape, at time.Time) *plan {
-	p := &plan{st: st, shape: sh, at: at, first: make([]int64, len(sh.feats)), last: make([]int64, len(sh.feats))}
+	p := &plan{st: st, shape: sh, at: at, atMicros: at.UnixMicro(), first: make([]int64, len(sh.feats)), head: make([]int64, len(sh.feats))}
 	oldest := int64(math.MaxInt64)
 	for pos, fi := range sh.feats {
-		p.first[pos], p.last[pos] = st.fs.Features[fi].WindowTiles(at)
+		p.first[pos], p.head[pos] = st.fs.Features[fi].WindowTiles(at)
 		oldest = min(oldest, p.first[pos])
 	}
 	// Bigtable timestamps in filters have millisecond granularity (the
@@ -180,74 +205,98 @@ func (st *setState) plan(sh *readShape, at time.Time) *plan {
 		}
 		chain = append(chain, bigtable.InterleaveFilters(ranges...))
 	}
-	p.filter = bigtable.ChainFilters(chain...)
+	p.filter = bigtable.InterleaveFilters(
+		bigtable.ChainFilters(chain...),
+		bigtable.ChainFilters(
+			bigtable.ColumnRangeFilter(schemas.FamilyStream, schemas.QualifierNewest, schemas.QualifierNewest+"\x00"),
+			bigtable.LatestNFilter(1),
+		),
+	)
 	return p
 }
 
 // result is one feature's merged value.
 type result struct {
-	v  schemas.Value
-	ok bool // false: the op has no value over the window (NOT_FOUND)
+	v    schemas.Value
+	ok   bool  // false: the op has no value over the window (NOT_FOUND)
+	asOf int64 // 0: exact at the read's at; else the earlier instant (Unix µs) it is exact at
 }
 
 // merge folds the cells of row into one result per requested feature,
 // written to out (len(shape.feats)). A nil row is an entity without data.
 func (p *plan) merge(row bigtable.Row, fresh Freshness, out []result) error {
 	st, sh := p.st, p.shape
+	hasTb := !fresh.BatchWatermark.IsZero()
+	tb := fresh.BatchWatermark.UnixMicro()
+	// The row's ~newest sorts after every feature column of the stream
+	// family: read it first, so that each head tile is judged when met.
+	newest, hasNewest := int64(0), false
+	stream := row[schemas.FamilyStream]
+	for i := len(stream) - 1; i >= 0 && stream[i].Column == newestColumn; i-- {
+		if newest, hasNewest = schemas.DecodeNewest(stream[i].Value); !hasNewest {
+			return fmt.Errorf("decode %s of %s: %d bytes, want 8", stream[i].Column, stream[i].Row, len(stream[i].Value))
+		}
+	}
+	headOK := hasNewest && newest < p.atMicros // a stream head tile holds no event at or after at
+	for pos := range sh.feats {
+		out[pos] = result{}
+	}
 	var accs []aggregate.Partial
-	if len(row) > 0 {
-		hasTb := !fresh.BatchWatermark.IsZero()
-		tb := fresh.BatchWatermark.UnixMicro()
-		for fam, items := range row {
-			batch := fam == schemas.FamilyBatch
-			if !batch && fam != schemas.FamilyStream {
+	// Stream, then batch, each column newest cell first: every feature's
+	// tiles are merged from the newest (the head) to the oldest, a fixed
+	// order that the training pipeline follows too, so floats agree bit
+	// for bit.
+	for _, fam := range [...]string{schemas.FamilyStream, schemas.FamilyBatch} {
+		batch := fam == schemas.FamilyBatch
+		var prevCol string
+		var prevTS bigtable.Timestamp
+		for _, it := range row[fam] {
+			if it.Column == prevCol && it.Timestamp == prevTS {
+				continue // a cell that two filter branches both returned
+			}
+			prevCol, prevTS = it.Column, it.Timestamp
+			if len(it.Column) <= len(fam) || it.Column == newestColumn {
 				continue
 			}
-			var prevCol string
-			var prevTS bigtable.Timestamp
-			for _, it := range items {
-				if it.Column == prevCol && it.Timestamp == prevTS {
-					continue // a cell that two filter branches both returned
-				}
-				prevCol, prevTS = it.Column, it.Timestamp
-				if len(it.Column) <= len(fam) {
-					continue
-				}
-				fi, ok := st.byQualifier[it.Column[len(fam)+1:]]
-				if !ok {
-					continue
-				}
-				pos := sh.slot[fi]
-				ts := int64(it.Timestamp)
-				if pos < 0 || ts < p.first[pos] || ts > p.last[pos] {
-					continue
-				}
-				if batch && (!hasTb || ts >= tb) || !batch && hasTb && ts < tb {
-					continue
-				}
-				part, err := aggregate.Decode(it.Value)
-				if err != nil {
-					return fmt.Errorf("decode tile %s %s@%d: %w", it.Row, it.Column, ts, err)
-				}
-				if accs == nil {
-					accs = make([]aggregate.Partial, len(sh.feats))
-				}
-				if accs[pos] == nil {
-					accs[pos] = aggregate.For(st.fs.Features[fi])
-				}
-				if err := accs[pos].Merge(part); err != nil {
-					return fmt.Errorf("merge tile %s %s@%d: %w", it.Row, it.Column, ts, err)
-				}
+			fi, ok := st.byQualifier[it.Column[len(fam)+1:]]
+			if !ok {
+				continue
+			}
+			pos := sh.slot[fi]
+			ts := int64(it.Timestamp)
+			if pos < 0 || ts < p.first[pos] || ts > p.head[pos] || ts == p.atMicros {
+				continue // outside the window, or a head tile after a boundary `at`
+			}
+			if batch && (!hasTb || ts >= tb) || !batch && hasTb && ts < tb {
+				continue
+			}
+			if ts == p.head[pos] && (batch || !headOK) {
+				// A head tile that may hold an event at or after at: the
+				// value is the window's at the tile's start.
+				out[pos].asOf = ts
+				continue
+			}
+			part, err := aggregate.Decode(it.Value)
+			if err != nil {
+				return fmt.Errorf("decode tile %s %s@%d: %w", it.Row, it.Column, ts, err)
+			}
+			if accs == nil {
+				accs = make([]aggregate.Partial, len(sh.feats))
+			}
+			if accs[pos] == nil {
+				accs[pos] = aggregate.For(st.fs.Features[fi])
+			}
+			if err := accs[pos].Merge(part); err != nil {
+				return fmt.Errorf("merge tile %s %s@%d: %w", it.Row, it.Column, ts, err)
 			}
 		}
 	}
 	for pos, fi := range sh.feats {
 		if accs == nil || accs[pos] == nil {
-			out[pos] = result{st.empty[fi], st.emptyOK[fi]}
+			out[pos].v, out[pos].ok = st.empty[fi], st.emptyOK[fi]
 			continue
 		}
-		v, ok := accs[pos].Result()
-		out[pos] = result{v, ok}
+		out[pos].v, out[pos].ok = accs[pos].Result()
 	}
 	return nil
 }

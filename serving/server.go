@@ -58,7 +58,7 @@ const (
 	DefaultReadParallelism = 4
 	DefaultMaxConnections  = 1024
 	DefaultMaxConcurrent   = 64
-	DefaultMaxInFlight     = 8 << 20
+	DefaultMaxInFlight     = 4 << 20
 	DefaultQueueTimeout    = 100 * time.Millisecond
 	DefaultMaxResponse     = 8 << 20
 	DefaultRateLimit       = 1000

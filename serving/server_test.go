@@ -252,23 +252,37 @@ func TestDecay(t *testing.T) {
 	ev := e.tb.Add(10*time.Minute + 20*time.Second)
 	e.write(e.cards, schemas.FamilyStream, e.card("d", ev, "m", 5))
 	e.freshness("cards", e.tb, e.tb)
+	tile := ev.Truncate(time.Minute)
 	tests := []struct {
 		name string
 		at   time.Time
 		want string
+		asOf time.Time // zero: exact at at
 	}{
-		{"at the event", ev, "1"},
-		{"at the start of the event's tile", ev.Truncate(time.Minute), "1"},
-		{"at the end of the event's tile", ev.Truncate(time.Minute).Add(time.Minute - time.Microsecond), "1"},
-		{"one tile before the window passes it", ev.Add(time.Hour - time.Minute), "1"},
-		{"a window and a tile later", ev.Add(time.Hour + time.Minute), "0"},
-		{"before the event's tile", ev.Add(-time.Minute), "0"},
+		{"at the event: not counted, and the head tile holds it", ev, "0", tile},
+		{"1µs after the event", ev.Add(time.Microsecond), "1", time.Time{}},
+		{"at the start of the event's tile", tile, "0", time.Time{}},
+		{"at the end of the event's tile", tile.Add(time.Minute - time.Microsecond), "1", time.Time{}},
+		{"one tile before the window passes it", ev.Add(time.Hour - time.Minute), "1", time.Time{}},
+		{"a window after its tile start: still in", tile.Add(time.Hour), "1", time.Time{}},
+		{"a window and a tile after its tile start", tile.Add(time.Hour + time.Minute), "0", time.Time{}},
+		{"before the event's tile", ev.Add(-time.Minute), "0", time.Time{}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got := features(t, e.get("/v1/features/cards/d?features=txn_count_1h&at="+rfc(tc.at)))["txn_count_1h"][0]
+			res := e.get("/v1/features/cards/d?features=txn_count_1h&at=" + rfc(tc.at))
+			got := features(t, res)["txn_count_1h"][0]
 			if got != num(tc.want) {
 				t.Errorf("txn_count_1h at %s = %v, want %s", rfc(tc.at), got, tc.want)
+			}
+			asOf, _ := res.body["features"].(map[string]any)["txn_count_1h"].(map[string]any)["as_of"].(string)
+			if want := ""; !tc.asOf.IsZero() {
+				want = rfc(tc.asOf)
+				if asOf != want {
+					t.Errorf("txn_count_1h at %s: as_of %q, want %q", rfc(tc.at), asOf, want)
+				}
+			} else if asOf != want {
+				t.Errorf("txn_count_1h at %s: as_of %q, want none (exact)", rfc(tc.at), asOf)
 			}
 		})
 	}

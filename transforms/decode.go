@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"time"
 	"unsafe"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -17,6 +18,7 @@ func init() {
 	register.DoFn4x0[context.Context, []byte, func(beam.EventTime, schemas.Event), func(DeadLetter)](&decodeJSONFn{})
 	register.DoFn4x0[context.Context, string, func(beam.EventTime, schemas.Event), func(DeadLetter)](&decodeJSONLineFn{})
 	register.DoFn2x0[schemas.Event, func(beam.EventTime, schemas.Event)](&stampFn{})
+	register.DoFn5x0[context.Context, beam.EventTime, schemas.Event, func(beam.EventTime, schemas.Event), func(DeadLetter)](&rejectFutureFn{})
 	register.Emitter2[beam.EventTime, schemas.Event]()
 	register.Emitter1[DeadLetter]()
 }
@@ -129,4 +131,49 @@ func floorDiv(a, b int64) int64 {
 		q--
 	}
 	return q
+}
+
+// CheckFuture rejects an event stamped more than set.MaxFuture after now
+// (Unix microseconds, the pipeline's processing time): it would count in a
+// read at "now" before it happened. Both pipelines dead-letter such events
+// with stage StageFuture.
+func CheckFuture(set *schemas.FeatureSet, e schemas.Event, now int64) error {
+	if limit := now + set.MaxFuture.Microseconds(); e.Time > limit {
+		return fmt.Errorf("%w: event time %s is more than max_future %s after the pipeline's clock %s",
+			schemas.ErrBadEvent, e.EventTime().Format(time.RFC3339Nano), schemas.FormatDuration(set.MaxFuture),
+			time.UnixMicro(now).UTC().Format(time.RFC3339Nano))
+	}
+	return nil
+}
+
+// RejectFuture dead-letters the events that CheckFuture rejects at now, the
+// processing time of a bounded run, counted in
+// tandem/<set>_dead_letter_future; the others pass unchanged.
+//
+//	PCollection<schemas.Event> → PCollection<schemas.Event>, PCollection<DeadLetter>
+func RejectFuture(s beam.Scope, set *schemas.FeatureSet, now time.Time, events beam.PCollection) (kept, dead beam.PCollection) {
+	s = s.Scope("transforms.RejectFuture")
+	return beam.ParDo2(s, &rejectFutureFn{Set: set, Now: now.UnixMicro()}, events)
+}
+
+type rejectFutureFn struct {
+	Set *schemas.FeatureSet `json:"set"`
+	Now int64               `json:"now"`
+
+	future beam.Counter
+}
+
+func (fn *rejectFutureFn) Setup() {
+	fn.future = beam.NewCounter(MetricsNamespace, fn.Set.Name+"_dead_letter_"+StageFuture)
+}
+
+func (fn *rejectFutureFn) ProcessElement(ctx context.Context, ts beam.EventTime, e schemas.Event, emit func(beam.EventTime, schemas.Event), dead func(DeadLetter)) {
+	if err := CheckFuture(fn.Set, e, fn.Now); err != nil {
+		fn.future.Inc(ctx, 1)
+		// The record as decoded, in JSON: the source's own bytes are gone
+		// by now.
+		dead(DeadLetter{Set: fn.Set.Name, Stage: StageFuture, Reason: err.Error(), Raw: fn.Set.EncodeJSON(e)})
+		return
+	}
+	emit(ts, e)
 }

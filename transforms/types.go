@@ -39,6 +39,7 @@ type DeadLetter struct {
 const (
 	StageDecode = "decode"
 	StageLate   = "late"
+	StageFuture = "future" // stamped more than max_future after the pipeline's clock
 )
 
 // Cell is one Bigtable cell to set.
@@ -47,6 +48,10 @@ type Cell struct {
 	Qualifier string `json:"qualifier"`
 	Timestamp int64  `json:"ts"` // Unix microseconds, a multiple of 1000
 	Value     []byte `json:"value"`
+	// Replace deletes every other version of the column in the same
+	// (atomic) row mutation: the cell is the column's only value, such as
+	// an entity's schemas.QualifierNewest.
+	Replace bool `json:"replace,omitempty"`
 }
 
 // RowMutation is a set of cells to write to one row.

@@ -25,16 +25,21 @@ import (
 
 func TestMain(m *testing.M) { ptest.Main(m) }
 
+// floorTo rounds t down to a multiple of d since the Unix epoch, by
+// time.Time arithmetic rather than the tile code.
+func floorTo(t time.Time, d time.Duration) time.Time {
+	return t.Truncate(d) // Truncate rounds down relative to the zero time; d divides a day, and the epoch is a day boundary
+}
+
 // expected computes a feature's value at `at` by brute force over the raw
-// events, under the documented window semantics (schemas.Feature.WindowTiles:
-// the events with event time in [TileStart(at)+tile−window, TileStart(at)+tile)).
-// It shares no code with the aggregation algebra.
+// events, under the window contract: the events with event time in
+// [floor(at − window), at), floor to the feature's tile size. It shares no
+// code with tiles or the aggregation algebra.
 func expected(set *schemas.FeatureSet, f schemas.Feature, events []schemas.Event, at time.Time) (any, bool) {
-	first, last := f.WindowTiles(at)
-	end := last + f.Tile.Microseconds()
+	from, to := floorTo(at.Add(-f.Window), f.Tile), at
 	var in []schemas.Event
 	for _, e := range events {
-		if e.Time >= first && e.Time < end {
+		if t := e.EventTime(); !t.Before(from) && t.Before(to) {
 			in = append(in, e)
 		}
 	}
@@ -219,6 +224,7 @@ func makeTimeline(set *schemas.FeatureSet, seed uint64, t0 time.Time) timeline {
 type featureJSON struct {
 	Value  json.RawMessage `json:"value"`
 	Status string          `json:"status"`
+	AsOf   string          `json:"as_of"`
 }
 
 type entityJSON struct {
@@ -291,6 +297,10 @@ func TestOracle(t *testing.T) {
 		lateMsgs = append(lateMsgs, set.EncodeJSON(e))
 	}
 	lateMsgs = append(lateMsgs, []byte(`{"account":"a_1","ts":"not a time"}`), []byte(`not json`))
+	// Stamped an hour past the pipeline's clock (max_future 1m): it would
+	// count in a read at "now" before it happens.
+	future := time.Now().UTC().Add(time.Hour).Format(time.RFC3339Nano)
+	lateMsgs = append(lateMsgs, []byte(`{"account":"a_1","n":1,"ts":"`+future+`"}`))
 	if err := b.Publish(ctx, set.Name, lateMsgs...); err != nil {
 		t.Fatal(err)
 	}
@@ -308,6 +318,9 @@ func TestOracle(t *testing.T) {
 	if got := sres.Counters[set.Name+"_dead_letter_decode"]; got != 2 {
 		t.Errorf("decode dead letters = %d, want 2", got)
 	}
+	if got := sres.Counters[set.Name+"_dead_letter_future"]; got != 1 {
+		t.Errorf("future dead letters = %d, want 1", got)
+	}
 
 	all := append(append([]schemas.Event{}, tl.history...), live...)
 	srv, err := b.NewServer(serving.Config{})
@@ -318,17 +331,29 @@ func TestOracle(t *testing.T) {
 	hs := httptest.NewServer(srv)
 	defer hs.Close()
 
+	newestLive := tl.asOf
+	for _, e := range live {
+		if e.EventTime().After(newestLive) {
+			newestLive = e.EventTime()
+		}
+	}
+	histEv, liveEv := tl.history[100].EventTime(), live[len(live)/2].EventTime()
 	reads := []time.Time{
-		t0.Add(45 * time.Minute),       // batch only
-		tl.asOf.Add(-time.Microsecond), // just before the seam
-		tl.asOf,                        // on the seam
-		tl.asOf.Add(10*time.Minute + 7*time.Second), // both sides in the window
-		tl.end.Add(-time.Second),                    // the last live events
-		tl.end.Add(30 * time.Minute),                // 10m windows have emptied
-		tl.end.Add(2*time.Hour + 2*time.Minute),     // every window has emptied
+		t0.Add(45 * time.Minute),                       // batch only, on a tile boundary
+		t0.Add(47*time.Minute + 2500*time.Millisecond), // batch only, mid-tile
+		histEv.Add(time.Microsecond),                   // 1 µs after a history event
+		tl.asOf.Add(-time.Microsecond),                 // just before the seam
+		tl.asOf,                                        // on the seam
+		tl.asOf.Add(10*time.Minute + 7*time.Second),    // both sides in the window
+		liveEv, liveEv.Add(time.Microsecond), // on a live event, 1 µs after it
+		tl.end.Add(-time.Second),                // the last live events
+		newestLive.Add(time.Microsecond),        // 1 µs after the newest event: real time
+		tl.end.Add(30 * time.Minute),            // 10m windows have emptied
+		tl.end.Add(2*time.Hour + 2*time.Minute), // every window has emptied
+		time.Now().UTC(),                        // now
 	}
 	entities := []string{"a_1", "a_2", "a_3", "a_4", "a_5", "a_6", "nobody"}
-	checked := 0
+	checked, asOfs := 0, 0
 	for _, at := range reads {
 		got := postFeatures(t, hs.URL, set.Name, entities, at)
 		for _, ent := range got {
@@ -338,13 +363,36 @@ func TestOracle(t *testing.T) {
 					evs = append(evs, e)
 				}
 			}
+			newest := time.Time{}
+			for _, e := range evs {
+				if e.EventTime().After(newest) {
+					newest = e.EventTime()
+				}
+			}
 			for _, f := range set.Features {
-				want, ok := expected(set, f, evs, at)
 				fj, present := ent.Features[f.Name]
 				if !present {
 					t.Errorf("at %s %s/%s: missing from the response", at.Format(time.RFC3339Nano), ent.Entity, f.Name)
 					continue
 				}
+				// A value is exact at at, or (a read of the past whose head
+				// tile may hold later events) at its as_of, the head tile's
+				// start, strictly before at; a real-time read (after T_b and
+				// every event of the entity) is always exact at at.
+				exact := at
+				if fj.AsOf != "" {
+					asOfs++
+					a, err := time.Parse(time.RFC3339Nano, fj.AsOf)
+					if err != nil || !a.Equal(floorTo(at, f.Tile)) || !a.Before(at) {
+						t.Errorf("at %s %s/%s: as_of %q, want the start of the tile holding at, before at", at.Format(time.RFC3339Nano), ent.Entity, f.Name, fj.AsOf)
+						continue
+					}
+					if !at.Before(tl.asOf) && at.After(newest) {
+						t.Errorf("at %s %s/%s: a real-time read has as_of %s", at.Format(time.RFC3339Nano), ent.Entity, f.Name, fj.AsOf)
+					}
+					exact = a
+				}
+				want, ok := expected(set, f, evs, exact)
 				checked++
 				if msg := compareValue(f, want, ok, fj); msg != "" {
 					t.Errorf("at %s %s/%s: %s", at.Format(time.RFC3339Nano), ent.Entity, f.Name, msg)
@@ -352,7 +400,10 @@ func TestOracle(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("checked %d values at %d read times: %d history events, %d live, %d late", checked, len(reads), len(tl.history), len(live), len(tl.late))
+	t.Logf("checked %d values at %d read times (%d exact at their head tile's start, as_of): %d history events, %d live, %d late", checked, len(reads), asOfs, len(tl.history), len(live), len(tl.late))
+	if asOfs == 0 {
+		t.Error("no value came with as_of: the reads of the past do not reach the rule")
+	}
 }
 
 func postFeatures(t *testing.T, base, set string, entities []string, at time.Time) []entityJSON {

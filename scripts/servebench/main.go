@@ -15,7 +15,14 @@
 //  2. server single: GET /v1/features/bench/{entity}, all 10 features, at
 //     the same rate;
 //  3. bare batch: Bigtable ReadRows of --batch_size random entities;
-//  4. server batch: POST /v1/features/bench with the same number of entities.
+//  4. server batch: POST /v1/features/bench with the same number of entities;
+//  5. abuse (abuse.go; --abuse=false skips it, --only abuse runs it alone):
+//     a second server with an API key and every limit at its default,
+//     under thousands of idle connections, 64 concurrent 1 MB POSTs and a
+//     GET flood, reporting peak RSS and the 503s and 429s.
+//
+// The server of runs 2 and 4 runs as serve runs it: serving.HTTPServer on
+// LimitListener, every limit at its default.
 //
 // Bare and server runs alternate every --slice (1s), so that both see the
 // same machine. The load generator's HTTP client is a minimal HTTP/1.1
@@ -101,6 +108,8 @@ type flags struct {
 	cpuProfile     string
 	only           string
 	emulator       string
+	abuse          bool
+	abuseFlags     abuseFlags
 }
 
 func main() {
@@ -118,6 +127,10 @@ func main() {
 	flag.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the measured runs to this file")
 	flag.StringVar(&f.only, "only", "", "run only the runs whose names contain this (bare, server, ReadRow, POST, ...)")
 	flag.StringVar(&f.emulator, "emulator", "process", "where the bttest emulator runs when BIGTABLE_EMULATOR_HOST is unset: process (a child process of this binary) or inprocess")
+	flag.BoolVar(&f.abuse, "abuse", true, "after the latency runs, run the abuse run (see abuse.go) against a second server with an API key")
+	flag.IntVar(&f.abuseFlags.conns, "abuse_conns", 3000, "abuse run: idle keep-alive connections opened")
+	flag.IntVar(&f.abuseFlags.posts, "abuse_posts", 64, "abuse run: concurrent POSTs of 1000 keys of 1 KiB")
+	flag.DurationVar(&f.abuseFlags.duration, "abuse_duration", 10*time.Second, "abuse run: how long the POSTs and the GET flood last")
 	child := flag.Bool(emulatorChildFlag, false, "internal: serve the emulator for a parent servebench")
 	flag.Parse()
 	if *child {
@@ -198,6 +211,11 @@ func run(f flags) error {
 		return err
 	}
 
+	if f.only == "abuse" {
+		return abuse(ctx, f.abuseFlags, set, tbl)
+	}
+	// The server as serve runs it: every limit at its default
+	// (serving.HTTPServer on LimitListener), without API keys.
 	api, err := serving.New(serving.Config{
 		Sets: []*schemas.FeatureSet{set}, Table: tbl,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
@@ -210,8 +228,8 @@ func run(f flags) error {
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: api, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 10 * time.Second, IdleTimeout: time.Minute}
-	go func() { _ = hs.Serve(lis) }()
+	hs := api.HTTPServer()
+	go func() { _ = hs.Serve(api.LimitListener(lis)) }()
 	defer hs.Close()
 	base := "http://" + lis.Addr().String()
 	fmt.Printf("server: %s\n\n", base)
@@ -324,6 +342,10 @@ func run(f flags) error {
 		ratio(ss.p50, bs.p50), ratio(ss.p99, bs.p99), verdict(ss.p99 <= 2*time.Millisecond && ratio(ss.p99, bs.p99) <= 1.3))
 	fmt.Printf("%d entities:  server/bare p50 %.2f×, p99 %.2f×   (target p99 ≤ 15 ms: %s)\n",
 		f.batchSize, ratio(sb.p50, bb.p50), ratio(sb.p99, bb.p99), verdict(sb.p99 <= 15*time.Millisecond))
+	if f.abuse && f.only == "" {
+		_ = hs.Close()
+		return abuse(ctx, f.abuseFlags, set, tbl)
+	}
 	return nil
 }
 

@@ -67,9 +67,15 @@ const (
 // Value is one feature's value and status. Value is a json.Number for
 // numbers, a string for strings and timestamps (RFC 3339), a bool, or nil;
 // non-finite floats are the strings "NaN", "Infinity" and "-Infinity".
+//
+// AsOf is set when the value is exact only at an instant before the read's
+// at (a read of the past whose head tile may hold later events): it is the
+// feature's value at AsOf, never counting an event at or after the read's
+// at. When nil the value is exact at at.
 type Value struct {
-	Value  any    `json:"value"`
-	Status Status `json:"status"`
+	Value  any        `json:"value"`
+	Status Status     `json:"status"`
+	AsOf   *time.Time `json:"as_of,omitempty"`
 }
 
 // Int64 returns an integer value.

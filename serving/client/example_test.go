@@ -82,7 +82,7 @@ func ExampleClient_Get() {
 	// txn_count_1h = 3 (PRESENT)
 	// amount_mean_24h = 40 (PRESENT)
 	// last_merchant = acme (PRESENT)
-	// c_2002: {0 PRESENT} {<nil> NOT_FOUND}
+	// c_2002: {0 PRESENT <nil>} {<nil> NOT_FOUND <nil>}
 }
 
 func ExampleClient_GetMany() {

@@ -103,18 +103,22 @@ type tileID struct {
 // aggregate per (entity, feature, tile start). It is not safe for
 // concurrent use.
 type Tiles struct {
-	set   *schemas.FeatureSet
-	parts map[tileID]aggregate.Partial
+	set    *schemas.FeatureSet
+	parts  map[tileID]aggregate.Partial
+	newest map[string]int64 // entity → newest event time added
 }
 
 // NewTiles returns an empty set of tiles of set.
 func NewTiles(set *schemas.FeatureSet) *Tiles {
-	return &Tiles{set: set, parts: make(map[tileID]aggregate.Partial)}
+	return &Tiles{set: set, parts: make(map[tileID]aggregate.Partial), newest: make(map[string]int64)}
 }
 
 // Add folds e into the tile of every feature that contains e.Time.
 func (t *Tiles) Add(events ...schemas.Event) {
 	for _, e := range events {
+		if n, ok := t.newest[e.Key]; !ok || e.Time > n {
+			t.newest[e.Key] = e.Time
+		}
 		for i, f := range t.set.Features {
 			id := tileID{e.Key, i, schemas.TileStart(e.Time, f.Tile)}
 			p, ok := t.parts[id]
@@ -135,7 +139,8 @@ func (t *Tiles) Add(events ...schemas.Event) {
 func (t *Tiles) Len() int { return len(t.parts) }
 
 // Mutations returns one mutation per entity row that writes its tiles into
-// family, rows in key order.
+// family, rows in key order; into the stream family also the entity's
+// ~newest cell, as the streaming pipeline writes it.
 func (t *Tiles) Mutations(family string) (keys []string, muts []*bigtable.Mutation, err error) {
 	byRow := make(map[string]*bigtable.Mutation)
 	for id, p := range t.parts {
@@ -151,6 +156,13 @@ func (t *Tiles) Mutations(family string) (keys []string, muts []*bigtable.Mutati
 			keys = append(keys, key)
 		}
 		m.Set(family, t.set.Features[id.feature].Qualifier(), bigtable.Timestamp(id.start), b)
+	}
+	if family == schemas.FamilyStream {
+		for entity, n := range t.newest {
+			m := byRow[schemas.RowKey(t.set.Name, entity)]
+			m.DeleteCellsInColumn(family, schemas.QualifierNewest)
+			m.Set(family, schemas.QualifierNewest, bigtable.Timestamp(schemas.TileStart(n, time.Millisecond)), schemas.EncodeNewest(n))
+		}
 	}
 	slices.Sort(keys)
 	for _, k := range keys {

@@ -248,6 +248,9 @@ func (b *Batch) Add(m transforms.RowMutation) {
 		b.bytes += len(m.RowKey)
 	}
 	for _, c := range m.Cells {
+		if c.Replace {
+			b.muts[i].DeleteCellsInColumn(c.Family, c.Qualifier)
+		}
 		b.muts[i].Set(c.Family, c.Qualifier, bigtable.Timestamp(c.Timestamp), c.Value)
 		b.cells++
 		b.bytes += len(c.Qualifier) + len(c.Value) + 16

@@ -42,6 +42,10 @@ type Config struct {
 	// watermark the run commits. It must be a boundary of the feature set's
 	// largest tile; AlignAsOf makes one.
 	AsOf time.Time
+	// Now is the run's processing time (time.Now when zero): events
+	// stamped more than the set's max_future after it are dead-lettered
+	// (stage future) rather than tiled.
+	Now time.Time
 	// BigQuery is how to reach BigQuery, for a BigQuery source.
 	BigQuery BigQueryConfig
 	// Bigtable is the table the tiles and the watermark go to.
@@ -134,7 +138,7 @@ func DefaultDeadLetter(set string, asOf time.Time) string {
 
 // Build adds the batch pipeline of cfg to s:
 //
-//	read (BigQuery or files) → decode ──────────────→ dead-letter file ─┐
+//	read (BigQuery or files) → decode → not future ─→ dead-letter file ─┐
 //	  → tile the events in [from, as_of), per entity                     │
 //	  → row mutations (family batch) → Bigtable bulk write → commit the watermark
 //
@@ -159,6 +163,12 @@ func Build(s beam.Scope, cfg Config) error {
 	default:
 		events, dead = readBigQuery(s.Scope("Read"), set, src, cfg.BigQuery, from, to)
 	}
+	now := cfg.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	events, future := transforms.RejectFuture(s.Scope("Future"), set, now, events)
+	dead = beam.Flatten(s, dead, future)
 	deadWritten := WriteDeadLetters(s.Scope("DeadLetters"), set.Name, cfg.DeadLetter+".jsonl", dead)
 
 	muts := TileRows(s.Scope("Tile"), set, schemas.FamilyBatch, from, to, events)

@@ -82,17 +82,17 @@ func WriteEntityTiles(s beam.Scope, set *schemas.FeatureSet, bt bigtablestore.Co
 type keyByEntityFn struct {
 	Set *schemas.FeatureSet `json:"set"`
 
-	decode beam.Counter
+	counter sinkCounters
 }
 
 func (fn *keyByEntityFn) Setup() {
-	fn.decode = beam.NewCounter(transforms.MetricsNamespace, fn.Set.Name+"_dead_letter_"+transforms.StageDecode)
+	fn.counter = newSinkCounters(fn.Set.Name)
 }
 
 func (fn *keyByEntityFn) ProcessElement(ctx context.Context, m pubsubread.Message, emit func(string, pubsubread.Message), dead func(transforms.DeadLetter)) {
-	e, dl, ok := decodeMessage(fn.Set, m)
+	e, dl, ok := decodeMessage(fn.Set, m, clock().UnixMicro())
 	if !ok {
-		fn.decode.Inc(ctx, 1)
+		fn.counter.count(ctx, dl)
 		dead(dl)
 		return
 	}
@@ -114,14 +114,15 @@ type entityTilesFn struct {
 
 	Tiles   state.Value[*transforms.TileSet]
 	Seeded  state.Value[int64]
+	Newest  state.Value[int64]
 	Horizon state.Value[int64]
 	GCAt    state.Value[int64]
 	GC      timers.EventTime
 
 	client  *bigtable.Client
 	table   *bigtable.Table
-	pending map[string]map[transforms.TileID][]byte // row → tile → value
-	newest  int64                                   // start of the newest tile this instance wrote
+	pending map[string]*pendingRow // entity → what to write
+	newest  int64                  // start of the newest tile this instance wrote
 	// newestEvent is the newest event time this instance wrote, written as
 	// the stream watermark: on Dataflow the DoFn does not see its input
 	// watermark, so an idle stream's watermark stands still (and its values
@@ -153,12 +154,21 @@ func (fn *entityTilesFn) Teardown() error {
 }
 
 func (fn *entityTilesFn) StartBundle(context.Context, func(transforms.DeadLetter)) {
-	fn.pending = map[string]map[transforms.TileID][]byte{}
+	fn.pending = map[string]*pendingRow{}
+}
+
+// pendingRow is what a bundle writes to one entity's row: the tiles it
+// touched and the entity's newest event time.
+type pendingRow struct {
+	tiles  map[transforms.TileID][]byte
+	newest int64
 }
 
 func (fn *entityTilesFn) ProcessElement(ctx context.Context, sp state.Provider, tp timers.Provider, entity string, m pubsubread.Message, dead func(transforms.DeadLetter)) error {
 	set := fn.Set
-	e, dl, ok := decodeMessage(set, m)
+	// keyByEntityFn checked the message already, so only a clock that
+	// moved back could make it a dead letter now.
+	e, dl, ok := decodeMessage(set, m, clock().UnixMicro())
 	if !ok {
 		dead(dl)
 		return nil
@@ -182,6 +192,9 @@ func (fn *entityTilesFn) ProcessElement(ctx context.Context, sp state.Provider, 
 	if held {
 		et.Tiles = ts
 		if et.SeededFrom, _, err = fn.Seeded.Read(sp); err != nil {
+			return err
+		}
+		if et.Newest, _, err = fn.Newest.Read(sp); err != nil {
 			return err
 		}
 	} else {
@@ -208,17 +221,21 @@ func (fn *entityTilesFn) ProcessElement(ctx context.Context, sp state.Provider, 
 	if err := fn.Seeded.Write(sp, et.SeededFrom); err != nil {
 		return err
 	}
+	if err := fn.Newest.Write(sp, et.Newest); err != nil {
+		return err
+	}
 	row := fn.pending[entity]
 	if row == nil {
-		row = map[transforms.TileID][]byte{}
+		row = &pendingRow{tiles: map[transforms.TileID][]byte{}}
 		fn.pending[entity] = row
 	}
+	row.newest = et.Newest
 	for id := range dirty {
 		enc, err := et.Tiles.Tiles[id].AppendBinary(nil)
 		if err != nil {
 			return fmt.Errorf("encode tile %s/%s/%s@%d: %w", set.Name, entity, set.Features[id.Feature].Name, id.Start, err)
 		}
-		row[id] = enc
+		row.tiles[id] = enc
 	}
 	fn.newest = max(fn.newest, schemas.TileStart(e.Time, set.MinTile()))
 	fn.newestEvent = max(fn.newestEvent, e.Time)
@@ -268,7 +285,7 @@ func (fn *entityTilesFn) OnTimer(ctx context.Context, sp state.Provider, tp time
 	if et.gc(fn.Set, horizon) {
 		// Nothing left: forget the entity (a later event seeds it afresh;
 		// the horizon stays so that late events are still recognised).
-		for _, err := range []error{fn.Tiles.Clear(sp), fn.Seeded.Clear(sp), fn.GCAt.Clear(sp)} {
+		for _, err := range []error{fn.Tiles.Clear(sp), fn.Seeded.Clear(sp), fn.Newest.Clear(sp), fn.GCAt.Clear(sp)} {
 			if err != nil {
 				return err
 			}
@@ -289,11 +306,12 @@ func (fn *entityTilesFn) FinishBundle(ctx context.Context, _ func(transforms.Dea
 		return nil
 	}
 	var batch bigtablewrite.Batch
-	for entity, tiles := range fn.pending {
+	for entity, row := range fn.pending {
 		m := transforms.RowMutation{RowKey: schemas.RowKey(fn.Set.Name, entity)}
-		for id, v := range tiles {
+		for id, v := range row.tiles {
 			m.Cells = append(m.Cells, transforms.Cell{Family: schemas.FamilyStream, Qualifier: fn.Set.Features[id.Feature].Qualifier(), Timestamp: id.Start, Value: v})
 		}
+		m.Cells = append(m.Cells, NewestCell(row.newest))
 		batch.Add(m)
 		if batch.Rows() >= bigtablewrite.DefaultMaxRows {
 			if err := fn.apply(ctx, &batch); err != nil {

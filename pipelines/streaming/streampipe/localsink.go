@@ -75,13 +75,26 @@ type localSinkFn struct {
 }
 
 type sinkCounters struct {
-	events, late, decode, cells, seeds beam.Counter
+	events, late, future, decode, cells, seeds beam.Counter
+}
+
+// count counts a dead letter under its stage.
+func (c *sinkCounters) count(ctx context.Context, d transforms.DeadLetter) {
+	switch d.Stage {
+	case transforms.StageLate:
+		c.late.Inc(ctx, 1)
+	case transforms.StageFuture:
+		c.future.Inc(ctx, 1)
+	default:
+		c.decode.Inc(ctx, 1)
+	}
 }
 
 func newSinkCounters(set string) sinkCounters {
 	return sinkCounters{
 		events: beam.NewCounter(transforms.MetricsNamespace, set+"_stream_events"),
 		late:   beam.NewCounter(transforms.MetricsNamespace, set+"_dead_letter_"+transforms.StageLate),
+		future: beam.NewCounter(transforms.MetricsNamespace, set+"_dead_letter_"+transforms.StageFuture),
 		decode: beam.NewCounter(transforms.MetricsNamespace, set+"_dead_letter_"+transforms.StageDecode),
 		cells:  beam.NewCounter(transforms.MetricsNamespace, set+"_stream_cells_written"),
 		seeds:  beam.NewCounter(transforms.MetricsNamespace, set+"_stream_entities_seeded"),
@@ -138,7 +151,7 @@ func (fn *localSinkFn) ProcessElement(ctx context.Context, m pubsubread.Message,
 		fn.ackIDs = append(fn.ackIDs, m.AckID)
 	}
 	fn.horizon = max(fn.horizon, m.Watermark-fn.Set.AllowedLateness.Microseconds())
-	e, dl, ok := decodeMessage(fn.Set, m)
+	e, dl, ok := decodeMessage(fn.Set, m, clock().UnixMicro())
 	if !ok {
 		fn.letters = append(fn.letters, dl)
 		return nil
@@ -147,8 +160,14 @@ func (fn *localSinkFn) ProcessElement(ctx context.Context, m pubsubread.Message,
 	return nil
 }
 
-// decodeMessage decodes a message's event, or says why it is a dead letter.
-func decodeMessage(set *schemas.FeatureSet, m pubsubread.Message) (schemas.Event, transforms.DeadLetter, bool) {
+// clock is the streaming pipeline's processing time, against which events
+// stamped in the future are judged; tests move it.
+var clock = time.Now
+
+// decodeMessage decodes a message's event, or says why it is a dead letter:
+// undecodable, later than the allowed lateness, or stamped more than the
+// set's max_future after now (Unix microseconds).
+func decodeMessage(set *schemas.FeatureSet, m pubsubread.Message, now int64) (schemas.Event, transforms.DeadLetter, bool) {
 	e, err := set.DecodeJSON(m.Data)
 	if err == nil {
 		err = transforms.CheckEventTime(e)
@@ -162,6 +181,9 @@ func decodeMessage(set *schemas.FeatureSet, m pubsubread.Message) (schemas.Event
 			time.UnixMicro(m.Watermark).UTC().Format(time.RFC3339Nano))
 		return e, transforms.DeadLetter{Set: set.Name, Stage: transforms.StageLate, Reason: reason, Raw: m.Data}, false
 	}
+	if err := transforms.CheckFuture(set, e, now); err != nil {
+		return e, transforms.DeadLetter{Set: set.Name, Stage: transforms.StageFuture, Reason: err.Error(), Raw: m.Data}, false
+	}
 	return e, transforms.DeadLetter{}, true
 }
 
@@ -172,11 +194,7 @@ func (fn *localSinkFn) FinishBundle(ctx context.Context, progress func(beam.Even
 			return err
 		}
 		for _, d := range fn.letters {
-			if d.Stage == transforms.StageLate {
-				fn.counters.late.Inc(ctx, 1)
-			} else {
-				fn.counters.decode.Inc(ctx, 1)
-			}
+			fn.counters.count(ctx, d)
 		}
 	}
 	// 2. Tiles, then the newest-tile metadata.

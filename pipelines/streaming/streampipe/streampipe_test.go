@@ -295,10 +295,12 @@ func TestEntityTilesOnPrism(t *testing.T) {
 	}
 }
 
-// directTiles computes the expected tiles from raw events with the algebra.
+// directTiles computes the expected tiles from raw events with the algebra,
+// and each entity's ~newest cell: its newest event time.
 func directTiles(t *testing.T, set *schemas.FeatureSet, raw [][]byte) []string {
 	t.Helper()
 	byEntity := map[string]*transforms.TileSet{}
+	newest := map[string]int64{}
 	for _, b := range raw {
 		e, err := set.DecodeJSON(b)
 		if err != nil {
@@ -310,8 +312,12 @@ func directTiles(t *testing.T, set *schemas.FeatureSet, raw [][]byte) []string {
 			byEntity[e.Key] = ts
 		}
 		ts.Add(set, e)
+		newest[e.Key] = max(newest[e.Key], e.Time)
 	}
 	var out []string
+	for entity, n := range newest {
+		out = append(out, formatNewest(entity, n))
+	}
 	for entity, ts := range byEntity {
 		for _, id := range ts.IDs() {
 			f := set.Features[id.Feature]
@@ -335,6 +341,15 @@ func storedTiles(t *testing.T, cfg bigtablestore.Config, set *schemas.FeatureSet
 	err = cl.Open(cfg.Table).ReadRows(ctx, bigtable.PrefixRange(set.Name+"#"), func(r bigtable.Row) bool {
 		_, entity, _ := schemas.SplitRowKey(r.Key())
 		for _, it := range r[schemas.FamilyStream] {
+			if it.Column == schemas.FamilyStream+":"+schemas.QualifierNewest {
+				n, ok := schemas.DecodeNewest(it.Value)
+				if !ok || int64(it.Timestamp) != n-n%1000 {
+					t.Errorf("%s %s = %x at %d, want 8 bytes stamped with their time in ms", r.Key(), it.Column, it.Value, it.Timestamp)
+					return false
+				}
+				out = append(out, formatNewest(entity, n))
+				continue
+			}
 			p, err := aggregate.Decode(it.Value)
 			if err != nil {
 				t.Errorf("decode %s %s: %v", r.Key(), it.Column, err)
@@ -376,4 +391,9 @@ func formatTile(entity, qualifier string, start int64, p aggregate.Partial) stri
 		}
 	}
 	return fmt.Sprintf("%s/%s/%s=%s", entity, qualifier, time.UnixMicro(start).UTC().Format(time.RFC3339), val)
+}
+
+// formatNewest formats an entity's ~newest cell for a diff.
+func formatNewest(entity string, t int64) string {
+	return entity + "/" + schemas.QualifierNewest + "=" + time.UnixMicro(t).UTC().Format(time.RFC3339Nano)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"cloud.google.com/go/bigtable"
 
@@ -20,9 +21,21 @@ import (
 // SeededFrom is how far back the set is known complete: a tile that starts
 // at or after SeededFrom and is not in Tiles has no cell in Bigtable. A tile
 // that starts before it is read from Bigtable before it is first added to.
+//
+// Newest is the newest event time in the entity's stored stream tiles,
+// written with them as the row's schemas.QualifierNewest cell. It only
+// moves forward: seeded from the stored cell, raised by every event added.
 type entityTiles struct {
 	Tiles      *transforms.TileSet
 	SeededFrom int64
+	Newest     int64
+}
+
+// storedRow is what readStored found of one entity: its stream tiles and
+// the newest event time they hold (0 when no ~newest cell was read).
+type storedRow struct {
+	tiles  map[transforms.TileID]aggregate.Partial
+	newest int64
 }
 
 // noSeed is the SeededFrom of an entity never read from Bigtable.
@@ -40,8 +53,10 @@ func earliestTile(set *schemas.FeatureSet, events []schemas.Event) int64 {
 }
 
 // readStored reads the stream tiles of the given entities that start at or
-// after from, decoded: entity → tile → partial.
-func readStored(ctx context.Context, tbl *bigtable.Table, set *schemas.FeatureSet, entities []string, from int64) (map[string]map[transforms.TileID]aggregate.Partial, error) {
+// after from, decoded, and their ~newest cell when it is stamped at or after
+// from (an older one is older than any event that touches a tile from
+// `from` on, so it cannot raise Newest).
+func readStored(ctx context.Context, tbl *bigtable.Table, set *schemas.FeatureSet, entities []string, from int64) (map[string]*storedRow, error) {
 	if len(entities) == 0 {
 		return nil, nil
 	}
@@ -53,7 +68,8 @@ func readStored(ctx context.Context, tbl *bigtable.Table, set *schemas.FeatureSe
 	for i, e := range entities {
 		keys[i] = schemas.RowKey(set.Name, e)
 	}
-	out := make(map[string]map[transforms.TileID]aggregate.Partial, len(entities))
+	out := make(map[string]*storedRow, len(entities))
+	newestColumn := schemas.FamilyStream + ":" + schemas.QualifierNewest
 	var decodeErr error
 	filter := bigtable.ChainFilters(
 		bigtable.FamilyFilter(schemas.FamilyStream),
@@ -61,7 +77,18 @@ func readStored(ctx context.Context, tbl *bigtable.Table, set *schemas.FeatureSe
 	)
 	err := tbl.ReadRows(ctx, keys, func(r bigtable.Row) bool {
 		_, entity, _ := strings.Cut(r.Key(), "#")
+		row := &storedRow{tiles: map[transforms.TileID]aggregate.Partial{}}
+		out[entity] = row
 		for _, it := range r[schemas.FamilyStream] {
+			if it.Column == newestColumn {
+				t, ok := schemas.DecodeNewest(it.Value)
+				if !ok {
+					decodeErr = fmt.Errorf("decode stored %s of %s: %d bytes, want 8", it.Column, r.Key(), len(it.Value))
+					return false
+				}
+				row.newest = max(row.newest, t)
+				continue
+			}
 			fi, ok := byQualifier[it.Column]
 			if !ok {
 				continue // a feature no longer defined, or an old tile size
@@ -71,12 +98,7 @@ func readStored(ctx context.Context, tbl *bigtable.Table, set *schemas.FeatureSe
 				decodeErr = fmt.Errorf("decode stored tile %s %s@%d: %w", r.Key(), it.Column, it.Timestamp, err)
 				return false
 			}
-			m := out[entity]
-			if m == nil {
-				m = map[transforms.TileID]aggregate.Partial{}
-				out[entity] = m
-			}
-			m[transforms.TileID{Feature: fi, Start: int64(it.Timestamp)}] = p
+			row.tiles[transforms.TileID{Feature: fi, Start: int64(it.Timestamp)}] = p
 		}
 		return true
 	}, bigtable.RowFilter(filter))
@@ -114,8 +136,12 @@ func (et *entityTiles) missing(set *schemas.FeatureSet, events []schemas.Event) 
 // takes every stored tile from `from` on and sets SeededFrom to from;
 // otherwise only the tiles in ids. It never replaces a tile et holds: that
 // one is already complete.
-func (et *entityTiles) seed(stored map[transforms.TileID]aggregate.Partial, from int64, ids map[transforms.TileID]bool) {
-	for id, p := range stored {
+func (et *entityTiles) seed(stored *storedRow, from int64, ids map[transforms.TileID]bool) {
+	if stored == nil {
+		stored = &storedRow{}
+	}
+	et.Newest = max(et.Newest, stored.newest)
+	for id, p := range stored.tiles {
 		if id.Start < from || id.Start >= et.SeededFrom || (ids != nil && !ids[id]) {
 			continue
 		}
@@ -132,6 +158,7 @@ func (et *entityTiles) seed(stored map[transforms.TileID]aggregate.Partial, from
 func (et *entityTiles) add(set *schemas.FeatureSet, events []schemas.Event, dirty map[transforms.TileID]bool) {
 	for _, e := range events {
 		et.Tiles.Add(set, e)
+		et.Newest = max(et.Newest, e.Time)
 		for i, f := range set.Features {
 			dirty[transforms.TileID{Feature: i, Start: schemas.TileStart(e.Time, f.Tile)}] = true
 		}
@@ -152,7 +179,8 @@ func (et *entityTiles) gc(set *schemas.FeatureSet, horizon int64) bool {
 	return len(et.Tiles.Tiles) == 0
 }
 
-// mutation is the write of et's dirty tiles to the stream family.
+// mutation is the write of et's dirty tiles to the stream family, with the
+// entity's ~newest cell in the same row mutation.
 func (et *entityTiles) mutation(set *schemas.FeatureSet, entity string, dirty map[transforms.TileID]bool) (transforms.RowMutation, error) {
 	m := transforms.RowMutation{RowKey: schemas.RowKey(set.Name, entity), Cells: make([]transforms.Cell, 0, len(dirty))}
 	for id := range dirty {
@@ -168,5 +196,21 @@ func (et *entityTiles) mutation(set *schemas.FeatureSet, entity string, dirty ma
 			Value:     enc,
 		})
 	}
+	if len(dirty) > 0 {
+		m.Cells = append(m.Cells, NewestCell(et.Newest))
+	}
 	return m, nil
+}
+
+// NewestCell is the stream family's schemas.QualifierNewest cell of an
+// entity whose newest event time is t (Unix microseconds): stamped t
+// truncated to the millisecond, replacing the previous one.
+func NewestCell(t int64) transforms.Cell {
+	return transforms.Cell{
+		Family:    schemas.FamilyStream,
+		Qualifier: schemas.QualifierNewest,
+		Timestamp: schemas.TileStart(t, time.Millisecond),
+		Value:     schemas.EncodeNewest(t),
+		Replace:   true,
+	}
 }

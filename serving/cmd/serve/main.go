@@ -23,7 +23,7 @@
 //	--max_entities 1000        entities per POST request
 //	--max_connections 1024     open connections (idle ones are closed first; then 503)
 //	--max_concurrent 64        feature requests in flight (then 503 after --queue_timeout)
-//	--max_in_flight_bytes 8MiB request body bytes in flight
+//	--max_in_flight_bytes 4MiB request body bytes in flight
 //	--queue_timeout 100ms      how long a request waits for room
 //	--max_response_bytes 8MiB  one response's size (400 above it)
 //	--rate_limit 1000          requests per second per API key (0: none), --rate_burst 2000
