@@ -113,6 +113,12 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		msg = re.Message
 	case httpStatus == http.StatusServiceUnavailable:
 		msg = "Bigtable is unavailable or too slow; retry later"
+		if r.Context().Err() != nil {
+			// The client went away and cancelled the read: nobody to
+			// warn, and a flood of them must not flood the log.
+			s.log.Debug("client gone", "method", r.Method, "path", r.URL.Path, "err", err)
+			break
+		}
 		s.log.Warn("unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
 	case httpStatus == http.StatusInternalServerError:
 		msg = "internal error"

@@ -103,6 +103,7 @@ func readResponse(t *testing.T, br *bufio.Reader) (int, http.Header, string) {
 
 func TestMetricsOnlyOnAdmin(t *testing.T) {
 	e := newEnv(t)
+	e.syncMeta() // the gauges exist once the metadata was read
 	if r := e.get("/metrics"); r.status != http.StatusNotFound || !strings.Contains(r.raw, "not_found") {
 		t.Errorf("GET /metrics on the API = %d %s, want a JSON 404", r.status, r.raw)
 	}

@@ -72,8 +72,7 @@ func abuseRun(ctx context.Context, f abuseFlags, set *schemas.FeatureSet, tbl *b
 	label := "limits at their defaults"
 	if !limits {
 		label = "limits off (baseline)"
-		cfg.MaxConnections, cfg.MaxConcurrent, cfg.MaxInFlightBytes = 1<<30, 1<<30, 1<<50
-		cfg.MaxResponseBytes, cfg.RateLimit = 1<<30, -1
+		limitsOff(&cfg)
 	}
 	api, err := serving.New(cfg)
 	if err != nil {
@@ -330,4 +329,11 @@ func (c *codeCount) String() string {
 		return "none"
 	}
 	return strings.Join(parts, " ")
+}
+
+// limitsOff sets cfg's limits so high that none applies: the server as it
+// was before issue 15.
+func limitsOff(cfg *serving.Config) {
+	cfg.MaxConnections, cfg.MaxConcurrent, cfg.MaxInFlightBytes = 1<<30, 1<<30, 1<<50
+	cfg.MaxResponseBytes, cfg.RateLimit = 1<<30, -1
 }

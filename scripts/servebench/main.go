@@ -110,6 +110,7 @@ type flags struct {
 	emulator       string
 	abuse          bool
 	abuseFlags     abuseFlags
+	limits         bool
 }
 
 func main() {
@@ -127,6 +128,7 @@ func main() {
 	flag.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the measured runs to this file")
 	flag.StringVar(&f.only, "only", "", "run only the runs whose names contain this (bare, server, ReadRow, POST, ...)")
 	flag.StringVar(&f.emulator, "emulator", "process", "where the bttest emulator runs when BIGTABLE_EMULATOR_HOST is unset: process (a child process of this binary) or inprocess")
+	flag.BoolVar(&f.limits, "limits", true, "serve the latency runs with every limit at its default (false: limits off, to compare)")
 	flag.BoolVar(&f.abuse, "abuse", true, "after the latency runs, run the abuse run (see abuse.go) against a second server with an API key")
 	flag.IntVar(&f.abuseFlags.conns, "abuse_conns", 3000, "abuse run: idle keep-alive connections opened")
 	flag.IntVar(&f.abuseFlags.posts, "abuse_posts", 64, "abuse run: concurrent POSTs of 1000 keys of 1 KiB")
@@ -216,10 +218,15 @@ func run(f flags) error {
 	}
 	// The server as serve runs it: every limit at its default
 	// (serving.HTTPServer on LimitListener), without API keys.
-	api, err := serving.New(serving.Config{
+	scfg := serving.Config{
 		Sets: []*schemas.FeatureSet{set}, Table: tbl,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	})
+	}
+	if !f.limits {
+		limitsOff(&scfg)
+	}
+	fmt.Printf("limits: %v\n", f.limits)
+	api, err := serving.New(scfg)
 	if err != nil {
 		return err
 	}

@@ -15,13 +15,16 @@
 // identity (the partial of no events), Merge is the monoid operation, and
 // p.Add(v, t) equals merging the partial of the single event (v, t) into p.
 // Results are exact and independent of the order of adds and merges, with one
-// exception: the floating-point ops (sum over float64, mean, stddev) round,
-// so two orders agree to about 1e-9 relative rather than bit for bit. sum and
-// mean use Neumaier's compensated summation, whose error is at most about
+// exception: sum over float64 and mean round, so two orders agree to about
+// 1e-9 relative rather than bit for bit in the worst case. They use
+// Neumaier's compensated summation, whose error is at most about
 // 2ε|S| + nε²Σ|xᵢ| (ε = 2^-53) whatever the merge tree: a few ulps of the
-// exact sum S unless the n terms cancel almost exactly. stddev uses Welford's
-// update and Chan et al.'s parallel merge, which stay accurate even when the
-// spread of the values is small next to their mean.
+// exact sum S unless the n terms cancel almost exactly, and in practice the
+// correctly rounded sum, the same in any order. stddev keeps exact sums of
+// the values and of their squares (arbitrary precision, exactSum), so it is
+// exact in any order of adds and merges and its result is correctly rounded
+// from the exact variance: streaming (arrival order), batch and training
+// (time order) agree bit for bit.
 //
 // Partials are not safe for concurrent use, Result included: Result and
 // AppendBinary of approx_count_distinct compact the sketch in place.
@@ -61,7 +64,8 @@
 //     with -0 read as +0 and every NaN as one NaN; the UTF-8 bytes for
 //     string). Merge is the exact union of sketches. Int64; 0 over no values.
 //   - stddev over int64 or float64: the population standard deviation
-//     sqrt(M2/n). Float64; no value over no values.
+//     sqrt((n·S2 − S1²)/n²) from the exact sums S1 = Σx and S2 = Σx².
+//     Float64; no value over no values; NaN once a non-finite value was added.
 //
 // # Encoding
 //
@@ -69,7 +73,8 @@
 //
 //	byte 0   format version, currently 1
 //	byte 1   op tag: 1 count, 2 sum, 3 min, 4 max, 5 mean, 6 last,
-//	         7 approx_count_distinct, 8 stddev
+//	         7 approx_count_distinct, 8 stddev (Welford's state: read, no
+//	         longer written), 9 stddev (exact sums)
 //	byte 2   field type, a schemas.Type: 0 null (count, always), 1 string,
 //	         2 int64, 3 float64, 4 bool, 5 timestamp
 //	byte 3-  the op's payload, below
@@ -88,10 +93,16 @@
 //	last                    opt, varint event time, value
 //	approx_count_distinct   nothing when no value was added, else the sketch in
 //	                        axiomhq/hyperloglog's format version 2, precision 14
-//	stddev                  uvarint n; if n > 0: f64 mean, f64 M2
+//	stddev (tag 8)          uvarint n; if n > 0: f64 mean, f64 M2; decoded as
+//	                        S1 = n·mean, S2 = M2 + n·mean²
+//	stddev (tag 9)          uvarint n; if n > 0: one byte 0 or 1 (a non-finite
+//	                        value was added), then S1 and S2, each exact as
+//	                        m·2^e: varint e, varint sign of m (-1, 0, 1),
+//	                        uvarint length and the big-endian bytes of |m|;
+//	                        m odd or zero (then e = 0)
 //
 // The encoding of a state is deterministic, and Encode(Decode(b)) == b for
-// every b that Encode wrote. Decode rejects anything else, including trailing
+// every b that Encode writes (not for tag 8, which is written as tag 9). Decode rejects anything else, including trailing
 // bytes and non-minimal varints, with an error wrapping ErrCorrupt, or
 // ErrVersion for an unknown version byte; it never panics. Any incompatible
 // change to the layout above takes a new version byte, and op tags and type

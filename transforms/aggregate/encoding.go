@@ -21,7 +21,8 @@ const (
 	tagMean                = 5
 	tagLast                = 6
 	tagApproxCountDistinct = 7
-	tagStddev              = 8
+	tagStddev              = 8 // Welford's (n, mean, M2): decoded, no longer written
+	tagStddevExact         = 9 // n and exact sums: what stddev writes
 )
 
 var opByTag = [...]schemas.Op{
@@ -33,6 +34,7 @@ var opByTag = [...]schemas.Op{
 	tagLast:                schemas.OpLast,
 	tagApproxCountDistinct: schemas.OpApproxCountDistinct,
 	tagStddev:              schemas.OpStddev,
+	tagStddevExact:         schemas.OpStddev,
 }
 
 func opTag(op schemas.Op) byte {
@@ -52,7 +54,7 @@ func opTag(op schemas.Op) byte {
 	case schemas.OpApproxCountDistinct:
 		return tagApproxCountDistinct
 	case schemas.OpStddev:
-		return tagStddev
+		return tagStddevExact
 	}
 	panic("aggregate: no tag for op " + string(op)) // unreachable: New knows every op
 }

@@ -34,7 +34,7 @@ func TestEncodingGolden(t *testing.T) {
 		{"approx_count_distinct/string", combo{schemas.OpApproxCountDistinct, schemas.String}, at(str("a"), str("b")),
 			"010701" + "020e0001" + "00000000" + "00000002" + "02293dd8" + "00000008" + "b8bad70ea0c1cd02"},
 		{"approx_count_distinct/string/empty", combo{schemas.OpApproxCountDistinct, schemas.String}, nil, "010701"},
-		{"stddev/float64", combo{schemas.OpStddev, schemas.Float64}, at(f64(1), f64(3)), "010803" + "02" + "0000000000000040" + "0000000000000040"},
+		{"stddev/float64", combo{schemas.OpStddev, schemas.Float64}, at(f64(1), f64(3)), "010903" + "02" + "00" + "04" + "02" + "01" + "01" + "02" + "02" + "01" + "05"}, // n 2, finite, S1 = 1·2², S2 = 5·2¹
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -84,7 +84,8 @@ func TestDecodeErrors(t *testing.T) {
 		{"version only", "01", ErrCorrupt, "header"},
 		{"short header", "0101", ErrCorrupt, "header"},
 		{"op tag 0", "010000", ErrCorrupt, "op tag 0"},
-		{"op tag 9", "010900", ErrCorrupt, "op tag 9"},
+		{"op tag 10", "010a00", ErrCorrupt, "op tag 10"},
+		{"stddev exact sum not canonical", "01090301" + "00" + "02" + "02" + "01" + "02" + "00" + "00" + "00", ErrCorrupt, "canonical"},
 		{"op tag 255", "01ff00", ErrCorrupt, "op tag 255"},
 		{"count over a field", "01010200", ErrCorrupt, "field type int64"},
 		{"sum over string", "01020100", ErrCorrupt, "sum over field type string"},

@@ -57,7 +57,9 @@ func FuzzDecode(f *testing.F) {
 		}
 		// Decode accepts only what Encode writes, except that a sketch's
 		// buffered keys may come in any order (Encode compacts them).
-		if p.Op() != schemas.OpApproxCountDistinct && !bytes.Equal(enc, b) {
+		// A stddev of tag 8 (Welford's state, written before the sums
+		// were exact) decodes into the exact form and is written as tag 9.
+		if p.Op() != schemas.OpApproxCountDistinct && b[1] != tagStddev && !bytes.Equal(enc, b) {
 			t.Fatalf("Encode(Decode(%x)) = %x", b, enc)
 		}
 		q, err := Decode(enc)

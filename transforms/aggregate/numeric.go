@@ -2,6 +2,7 @@ package aggregate
 
 import (
 	"math"
+	"math/big"
 
 	"github.com/tandem-fp/tandem/schemas"
 )
@@ -186,18 +187,27 @@ func (p *meanPartial) decodePayload(d *decoder) {
 	}
 }
 
-// stddevPartial keeps the count, mean and sum of squared deviations from
-// the mean (M2) of the non-null values of an int64 or float64 field:
-// Welford's online update for Add, Chan et al.'s pairwise update for Merge.
+// stddevPartial keeps the count and the exact sums of the non-null values
+// of an int64 or float64 field and of their squares (exactSum), so that
+// Add and Merge are exact: any order of adds and merges gives the same
+// partial, bit for bit, and Result is the correctly rounded population
+// standard deviation of the exact sums (a non-finite value makes it NaN).
 type stddevPartial struct {
-	typ      schemas.Type
-	n        int64
-	mean, m2 float64
+	typ       schemas.Type
+	n         int64
+	nonFinite bool // a NaN or an infinity was added: the result is NaN
+	s1, s2    exactSum
 }
 
 func (p *stddevPartial) Op() schemas.Op          { return schemas.OpStddev }
 func (p *stddevPartial) fieldType() schemas.Type { return p.typ }
-func (p *stddevPartial) Clone() Partial          { c := *p; return &c }
+
+func (p *stddevPartial) Clone() Partial {
+	c := &stddevPartial{typ: p.typ, n: p.n, nonFinite: p.nonFinite}
+	c.s1.set(&p.s1)
+	c.s2.set(&p.s2)
+	return c
+}
 
 func (p *stddevPartial) Add(v schemas.Value, _ int64) {
 	if v.Type != p.typ {
@@ -208,9 +218,12 @@ func (p *stddevPartial) Add(v schemas.Value, _ int64) {
 		x = float64(v.Int)
 	}
 	p.n++
-	d := x - p.mean
-	p.mean += d / float64(p.n)
-	p.m2 += d * (x - p.mean)
+	if math.IsInf(x, 0) || math.IsNaN(x) {
+		p.nonFinite = true
+		return
+	}
+	p.s1.add(x)
+	p.s2.addSquare(x)
 }
 
 func (p *stddevPartial) Merge(other Partial) error {
@@ -218,43 +231,72 @@ func (p *stddevPartial) Merge(other Partial) error {
 	if !ok || o == nil || o.typ != p.typ {
 		return mismatch(p, other)
 	}
-	switch {
-	case o.n == 0:
-	case p.n == 0:
-		p.n, p.mean, p.m2 = o.n, o.mean, o.m2
-	default:
-		n := p.n + o.n
-		na, nb, fn := float64(p.n), float64(o.n), float64(n)
-		d := o.mean - p.mean
-		p.mean += d * (nb / fn)
-		p.m2 += o.m2 + d*d*(na*(nb/fn))
-		p.n = n
-	}
+	p.n += o.n
+	p.nonFinite = p.nonFinite || o.nonFinite
+	p.s1.merge(&o.s1)
+	p.s2.merge(&o.s2)
 	return nil
 }
 
+// Result is sqrt((n·S2 − S1²) / n²), computed from the exact sums with 256
+// bits of precision and rounded once to float64 before the square root.
 func (p *stddevPartial) Result() (schemas.Value, bool) {
 	if p.n == 0 {
 		return schemas.Value{}, false
 	}
-	return schemas.Float64Value(math.Sqrt(max(p.m2, 0) / float64(p.n))), true
+	if p.nonFinite {
+		return schemas.Float64Value(math.NaN()), true
+	}
+	const prec = 256
+	n := new(big.Float).SetPrec(prec).SetInt64(p.n)
+	s1 := p.s1.float()
+	sq := new(big.Float).SetPrec(prec).Mul(s1, s1)
+	v := new(big.Float).SetPrec(prec).Mul(n, p.s2.float())
+	v.Sub(v, sq)
+	v.Quo(v, n.Mul(n, n))
+	f, _ := v.Float64()
+	return schemas.Float64Value(math.Sqrt(max(f, 0))), true
 }
 
+// AppendBinary writes tag 9: uvarint n; if n > 0, a byte 0 or 1 (a
+// non-finite value was added) and the exact sums S1 and S2.
 func (p *stddevPartial) AppendBinary(b []byte) ([]byte, error) {
-	b = appendHeader(b, schemas.OpStddev, p.typ)
+	b = append(b, formatVersion, tagStddevExact, byte(p.typ))
 	b = appendUvarint(b, uint64(p.n))
 	if p.n == 0 {
 		return b, nil
 	}
-	b = appendF64(b, p.mean)
-	return appendF64(b, p.m2), nil
+	b = appendOpt(b, p.nonFinite)
+	b = p.s1.appendBinary(b)
+	return p.s2.appendBinary(b), nil
 }
 
+// decodePayload reads tag 9, or converts the Welford state (n, mean, M2)
+// of tag 8, written before the sums were exact: S1 = n·mean and
+// S2 = M2 + n·mean², rounded to float64 once.
 func (p *stddevPartial) decodePayload(d *decoder) {
-	if p.n = d.count(); p.n > 0 {
-		p.mean = d.f64()
-		if p.m2 = d.f64(); p.m2 < 0 {
-			d.fail("negative M2 %v", p.m2)
-		}
+	p.n = d.count()
+	if p.n == 0 || d.err != nil {
+		return
 	}
+	if d.b[1] == tagStddevExact {
+		p.nonFinite = d.opt()
+		p.s1.decode(d)
+		p.s2.decode(d)
+		return
+	}
+	mean, m2 := d.f64(), d.f64()
+	switch {
+	case d.err != nil:
+		return
+	case m2 < 0:
+		d.fail("negative M2 %v", m2)
+		return
+	case math.IsInf(mean, 0) || math.IsNaN(mean) || math.IsInf(m2, 0) || math.IsNaN(m2):
+		p.nonFinite = true
+		return
+	}
+	nf := float64(p.n)
+	p.s1.setFloat(nf * mean)
+	p.s2.setFloat(m2 + nf*mean*mean)
 }
