@@ -77,6 +77,9 @@ type Config struct {
 	Sets []*schemas.FeatureSet
 	// Table is the Bigtable table that holds their tiles and metadata.
 	Table *bigtable.Table
+	// Services are the feature services served; every set they use must be
+	// among Sets.
+	Services []*schemas.Service
 	// Keys, when not nil, are the API keys the feature endpoints require.
 	Keys *apikeys.Keys
 	// MaxEntities bounds the entities of one POST request.
@@ -176,6 +179,9 @@ type Server struct {
 
 	stop context.CancelFunc
 	done sync.WaitGroup
+
+	services     map[string]*serviceState // feature services by name
+	serviceNames []string
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -238,6 +244,18 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	s.list = s.appendSetList(nil, nil)
+	s.services = make(map[string]*serviceState, len(cfg.Services))
+	for _, svc := range cfg.Services {
+		if _, dup := s.services[svc.Name]; dup {
+			return nil, fmt.Errorf("serving: feature service %q given twice", svc.Name)
+		}
+		ss, err := s.newServiceState(svc)
+		if err != nil {
+			return nil, fmt.Errorf("serving: %w", err)
+		}
+		s.services[svc.Name] = ss
+		s.serviceNames = append(s.serviceNames, svc.Name)
+	}
 	s.meta = newMetaCache(cfg.Table, s.names, 5*cfg.MetaRefresh, max(cfg.MetaRefresh, cfg.RequestTimeout), s.m, s.metaFailed())
 	s.routes()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -298,6 +316,10 @@ func (s *Server) routes() {
 	s.handle("GET /v1/featuresets/{name}", true, s.getFeatureSet)
 	s.handle("GET /v1/features/{featureset}/{entity}", true, s.getFeatures)
 	s.handle("POST /v1/features/{featureset}", true, s.postFeatures)
+	s.handle("GET /v1/services", true, s.listServices)
+	s.handle("GET /v1/services/{name}", true, s.getService)
+	s.handle("POST /v1/services/{name}", true, s.postService)
+	s.handle("POST /get-online-features", true, s.feastOnline)
 	s.handle("GET /healthz", false, s.healthz)
 	s.handle("GET /readyz", false, s.readyz)
 	s.methodNotAllowed(s.mux, s.allow)

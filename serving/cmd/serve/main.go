@@ -12,6 +12,8 @@
 // Flags:
 //
 //	--featureset PATH          feature-set YAML file or directory (repeatable, required)
+//	--services PATH            feature-service YAML file or directory (repeatable; default:
+//	                           the services/ directory of each --featureset directory)
 //	--addr 127.0.0.1:8080      listen address of the API
 //	--metrics_addr 127.0.0.1:9090  listen address of /metrics, /healthz, /readyz (empty: none)
 //	--bigtable_project, --bigtable_instance, --bigtable_table
@@ -47,6 +49,7 @@
 //
 //	go run ./serving/cmd/serve --featureset schemas --emulator
 //	curl localhost:8080/v1/features/card_activity/c_1001
+//	curl 'localhost:8080/v1/services/fraud_model?card_id=c_1001&user_id=100001'
 //	curl localhost:9090/metrics
 //
 // It stops gracefully on SIGINT or SIGTERM, finishing requests in flight.
@@ -82,6 +85,7 @@ func (p *paths) Set(v string) error { *p = append(*p, v); return nil }
 
 type options struct {
 	featuresets    paths
+	services       paths
 	addr           string
 	metricsAddr    string
 	bt             bigtablestore.Config
@@ -110,6 +114,7 @@ func parseFlags(args []string) (options, error) {
 	var o options
 	fl := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fl.Var(&o.featuresets, "featureset", "feature-set YAML file or directory of them (repeatable, required)")
+	fl.Var(&o.services, "services", "feature-service YAML file or directory of them (repeatable; default: the services/ directory of each --featureset directory)")
 	fl.StringVar(&o.addr, "addr", "127.0.0.1:8080", "listen address of the API")
 	fl.StringVar(&o.metricsAddr, "metrics_addr", "127.0.0.1:9090", "listen address of /metrics, /healthz and /readyz, without authentication (empty: none)")
 	o.bt.RegisterFlags(fl)
@@ -200,6 +205,10 @@ func run(ctx context.Context, o options, log *slog.Logger, ready chan<- listenin
 	if err != nil {
 		return err
 	}
+	services, err := loadServices(o, sets)
+	if err != nil {
+		return err
+	}
 	var keys *apikeys.Keys
 	if o.apiKeys != "" {
 		if keys, err = apikeys.Load(o.apiKeys, log); err != nil {
@@ -277,6 +286,7 @@ func run(ctx context.Context, o options, log *slog.Logger, ready chan<- listenin
 	}
 	api, err := serving.New(serving.Config{
 		Sets:             sets,
+		Services:         services,
 		Table:            client.Open(o.bt.Table),
 		Keys:             keys,
 		MaxEntities:      o.maxEntities,
@@ -322,7 +332,7 @@ func run(ctx context.Context, o options, log *slog.Logger, ready chan<- listenin
 	if adminLis != nil {
 		metricsAt = adminLis.Addr().String()
 	}
-	log.Info("serving", "addr", lis.Addr().String(), "tls", tlsConfig != nil, "metrics_addr", metricsAt, "featuresets", names, "bigtable", o.bt.String(),
+	log.Info("serving", "addr", lis.Addr().String(), "tls", tlsConfig != nil, "metrics_addr", metricsAt, "featuresets", names, "services", serviceNames(services), "bigtable", o.bt.String(),
 		"api_keys", keys != nil, "stale_after", o.staleAfter.String(), "request_timeout", o.requestTimeout.String())
 	if ready != nil {
 		ready <- listening{api: lis.Addr().String(), metrics: metricsAt}

@@ -100,6 +100,12 @@ func start(t *testing.T, args ...string) (*server, error) {
 	if err := os.WriteFile(filepath.Join(dir, "cards.yaml"), []byte(setYAML), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.Mkdir(filepath.Join(dir, "services"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "services", "m.yaml"), []byte("name: m\nfeatures: [{featureset: cards, features: [txn_count_1h]}]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	o, err := parseFlags(append([]string{"--featureset", dir, "--emulator"}, args...))
 	if err != nil {
 		t.Fatal(err)
@@ -171,6 +177,8 @@ func TestRun(t *testing.T) {
 		{api + "/readyz", "", 200},
 		{api + "/v1/features/cards/c1", "", 401},
 		{api + "/v1/features/cards/c1", "test-key-0123456789", 200},
+		{api + "/v1/services/m?card_id=c1", "test-key-0123456789", 200},
+		{api + "/v1/services/m?card_id=c1", "", 401},
 		{api + "/metrics", "", 404},
 		{api + "/metrics", "test-key-0123456789", 404},
 		{admin + "/metrics", "", 200},
