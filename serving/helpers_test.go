@@ -30,6 +30,7 @@ fields:
   approved: bool
   items: int64
   ts: timestamp
+sources: {stream: {pubsub: {subscription: projects/tandem-local/subscriptions/cards}}}
 retention: 30d
 features:
   - {name: txn_count_1h, op: count, window: 1h}

@@ -280,7 +280,7 @@ func (s *Server) readService(ctx context.Context, ss *serviceState, rows [][]str
 		return nil, err
 	}
 	for i := range ss.parts {
-		rd.stale[i] = s.stale(at, rd.fresh[i])
+		rd.stale[i] = s.stale(ss.parts[i].st.fs, at, rd.fresh[i])
 	}
 	return rd, nil
 }

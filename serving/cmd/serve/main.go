@@ -30,7 +30,7 @@
 //	--max_response_bytes 8MiB  one response's size (400 above it)
 //	--rate_limit 1000          requests per second per API key (0: none), --rate_burst 2000
 //	--access_log_sample 0.01   fraction of requests in the access log (refused ones always, bounded)
-//	--stale_after 5m           lag behind `at` after which values are STALE
+//	--stale_after 5m           lag behind `at` after which values are STALE, for sets with a stream source and no stale_after of their own
 //	--request_timeout 2s       Bigtable deadline of one request (503 after it)
 //	--meta_refresh 1s          how often the feature sets' metadata is re-read
 //	--log_level info           debug, info, warn or error
@@ -133,7 +133,7 @@ func parseFlags(args []string) (options, error) {
 	fl.Float64Var(&o.rateLimit, "rate_limit", serving.DefaultRateLimit, "requests per second per API key (429 above it; 0: no limit)")
 	fl.IntVar(&o.rateBurst, "rate_burst", serving.DefaultRateBurst, "burst of --rate_limit")
 	fl.Float64Var(&o.logSample, "access_log_sample", serving.DefaultAccessLogSample, "fraction of requests in the access log, 0 to 1 (refused requests are logged regardless, at a bounded rate)")
-	fl.DurationVar(&o.staleAfter, "stale_after", serving.DefaultStaleAfter, "values are STALE when the data is behind `at` by more than this")
+	fl.DurationVar(&o.staleAfter, "stale_after", serving.DefaultStaleAfter, "values of a feature set with a stream source and no stale_after in its definition are STALE when its data is behind `at` by more than this")
 	fl.DurationVar(&o.requestTimeout, "request_timeout", serving.DefaultRequestTimeout, "Bigtable deadline of one request; 503 after it")
 	fl.DurationVar(&o.metaRefresh, "meta_refresh", serving.DefaultMetaRefresh, "how often the feature sets' metadata is re-read")
 	fl.TextVar(&o.logLevel, "log_level", slog.LevelInfo, "log level: debug, info, warn or error")
@@ -185,7 +185,11 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, o, log, nil); err != nil {
-		log.Error("serve failed", "err", err)
+		if errors.Is(err, bigtablestore.ErrNoTable) {
+			fmt.Fprintln(os.Stderr, "serve:", err) // one line that says what to run
+		} else {
+			log.Error("serve failed", "err", err)
+		}
 		stop()
 		os.Exit(1)
 	}
@@ -228,6 +232,18 @@ func run(ctx context.Context, o options, log *slog.Logger, ready chan<- listenin
 			return err
 		}
 		log.Info("started in-process Bigtable emulator", "addr", srv.Addr, "setup", did)
+	}
+	// Without the table (or its families) the server cannot answer: say
+	// so at once, in one line. A Bigtable that does not answer yet is only
+	// logged; /readyz stays 503 until it does.
+	checkTable := func(ctx context.Context) error { return bigtablestore.CheckTable(ctx, o.bt, sets) }
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	err = checkTable(cctx)
+	cancel()
+	if errors.Is(err, bigtablestore.ErrNoTable) {
+		return err
+	} else if err != nil {
+		log.Warn("cannot check the Bigtable table yet; /readyz answers 503 until Bigtable does", "err", err)
 	}
 	client, err := o.bt.NewClient(ctx)
 	if err != nil {
@@ -286,6 +302,7 @@ func run(ctx context.Context, o options, log *slog.Logger, ready chan<- listenin
 		RateLimit:        rateLimit,
 		RateBurst:        o.rateBurst,
 		AccessLogSample:  logSample,
+		CheckTable:       checkTable,
 		Logger:           log,
 	})
 	if err != nil {
