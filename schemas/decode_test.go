@@ -60,6 +60,7 @@ func micros(s string) int64 {
 
 func ts(s string) Value { return Value{Type: Timestamp, Int: micros(s)} }
 
+// fixed dates: decoding only: no clock is involved.
 func TestDecodeJSON(t *testing.T) {
 	fs := mustParse(t, eventsYAML)
 	ts0 := ts("2026-03-01T10:15:30Z")
@@ -209,6 +210,7 @@ func TestDecodeJSON(t *testing.T) {
 	}
 }
 
+// fixed dates: decoding only: no clock is involved.
 func TestDecodeJSONIntKey(t *testing.T) {
 	fs := mustParse(t, intKeyYAML)
 	for _, tc := range []struct {
@@ -240,6 +242,7 @@ func (c civilDateTime) In(loc *time.Location) time.Time {
 	return time.Date(c.t.Year(), c.t.Month(), c.t.Day(), c.t.Hour(), c.t.Minute(), c.t.Second(), c.t.Nanosecond(), loc)
 }
 
+// fixed dates: decoding only: no clock is involved.
 func TestDecodeRecord(t *testing.T) {
 	fs := mustParse(t, eventsYAML)
 	ts0 := ts("2026-03-01T10:15:30Z")
@@ -312,6 +315,7 @@ func TestDecodeRecord(t *testing.T) {
 	}
 }
 
+// fixed dates: encoding only: no clock is involved.
 func TestEncodeJSON(t *testing.T) {
 	fs := mustParse(t, eventsYAML)
 	e := Event{Key: "c\"1", Time: micros("2026-03-01T10:15:30.1234Z"), Values: []Value{
@@ -341,6 +345,7 @@ func TestAppendJSONFloat(t *testing.T) {
 	}
 }
 
+// fixed dates: parsing only: no clock is involved.
 func TestParseTimestamp(t *testing.T) {
 	tests := []struct {
 		in    string
@@ -390,6 +395,8 @@ func TestParseTimestamp(t *testing.T) {
 // JSON, tells invalid JSON from a bad event exactly as encoding/json does,
 // reads strings and timestamps as encoding/json and time.Parse do, and that
 // whatever it decodes round-trips through EncodeJSON.
+//
+// fixed dates: fuzz seeds, decoded only.
 func FuzzDecodeJSON(f *testing.F) {
 	fs := mustParse(f, eventsYAML)
 	for _, s := range []string{
@@ -452,6 +459,7 @@ func FuzzDecodeJSON(f *testing.F) {
 	})
 }
 
+// fixed dates: a benchmark input, decoded only.
 var benchEvent = []byte(`{"card_id":"c_1042","merchant":"Blue Bottle Coffee","amount":12.5,"approved":true,"ts":"2026-03-01T10:15:30.123456Z","channel":"pos"}`)
 
 func BenchmarkDecodeJSON(b *testing.B) {

@@ -13,7 +13,7 @@ import (
 
 // The keys of each mapping of a definition. Keys may be added, never renamed.
 var (
-	topKeys      = []string{"name", "entity", "event_time", "fields", "sources", "allowed_lateness", "max_future", "retention", "features"}
+	topKeys      = []string{"name", "entity", "event_time", "fields", "sources", "allowed_lateness", "max_future", "retention", "stale_after", "features"}
 	entityKeys   = []string{"name", "key"}
 	sourcesKeys  = []string{"batch", "stream"}
 	batchKeys    = []string{"bigquery", "files"}
@@ -29,7 +29,6 @@ var (
 	// optional domain prefix ("example.com:my-project").
 	projectPattern  = `(?:[a-z][a-z0-9.-]*:)?[a-z][a-z0-9-]{0,62}`
 	bigQueryTableRE = regexp.MustCompile(`^` + projectPattern + `\.[A-Za-z0-9_]+\.[\p{L}\p{M}\p{N}\p{Pc}\p{Pd}\p{Zs}]+$`)
-	subscriptionRE  = regexp.MustCompile(`^projects/` + projectPattern + `/subscriptions/[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}$`)
 )
 
 // isName reports whether s is a valid feature-set, entity or feature name:
@@ -179,6 +178,11 @@ func (p *defParser) parse(data []byte) *FeatureSet {
 	if e, ok := top["allowed_lateness"]; ok {
 		if d, ok := p.duration(e.value, "allowed_lateness", false); ok {
 			fs.AllowedLateness = d
+		}
+	}
+	if e, ok := top["stale_after"]; ok {
+		if d, ok := p.duration(e.value, "stale_after", true); ok {
+			fs.StaleAfter = d
 		}
 	}
 	fs.MaxFuture = DefaultMaxFuture
@@ -446,8 +450,63 @@ func (p *defParser) streamSource(s *StreamSource, n ast.Node) {
 	}
 	if v, ok := p.scalar(sub.value, field+".pubsub.subscription"); ok {
 		s.Subscription = v
-		if !subscriptionRE.MatchString(v) {
-			p.errorf(sub.value, field+".pubsub.subscription", "bad subscription %q (want projects/PROJECT/subscriptions/NAME)", v)
+		if reason := subscriptionProblem(v); reason != "" {
+			p.errorf(sub.value, field+".pubsub.subscription", "bad subscription %q: %s", v, reason)
 		}
 	}
+}
+
+// subscriptionProblem returns why name is not a Pub/Sub subscription name
+// that Google Cloud accepts, every failing rule, or "" when it is one:
+// projects/PROJECT/subscriptions/NAME, where PROJECT is a project ID (6 to
+// 30 characters: lowercase letters, digits and hyphens, starting with a
+// letter, not ending with a hyphen; optionally after a domain,
+// "example.com:my-project") and NAME is 3 to 255 characters (letters,
+// digits and - _ . ~ + %), starts with a letter and not with "goog".
+func subscriptionProblem(name string) string {
+	parts := strings.Split(name, "/")
+	if len(parts) != 4 || parts[0] != "projects" || parts[2] != "subscriptions" {
+		return "want projects/PROJECT/subscriptions/NAME"
+	}
+	var why []string
+	project, sub := parts[1], parts[3]
+	if i := strings.LastIndexByte(project, ':'); i >= 0 { // domain-scoped project
+		if d := project[:i]; d == "" || strings.Trim(d, "abcdefghijklmnopqrstuvwxyz0123456789.-") != "" {
+			why = append(why, fmt.Sprintf("project domain %q may hold only lowercase letters, digits, dots and hyphens", d))
+		}
+		project = project[i+1:]
+	}
+	switch n := len(project); {
+	case n < 6 || n > 30:
+		why = append(why, fmt.Sprintf("project ID %q has %s, want 6 to 30", project, characters(n)))
+	}
+	switch {
+	case project == "":
+	case project[0] < 'a' || project[0] > 'z':
+		why = append(why, fmt.Sprintf("project ID %q must start with a lowercase letter", project))
+	case strings.Trim(project, "abcdefghijklmnopqrstuvwxyz0123456789-") != "":
+		why = append(why, fmt.Sprintf("project ID %q may hold only lowercase letters, digits and hyphens", project))
+	case strings.HasSuffix(project, "-"):
+		why = append(why, fmt.Sprintf("project ID %q must not end with a hyphen", project))
+	}
+	if n := len(sub); n < 3 || n > 255 {
+		why = append(why, fmt.Sprintf("subscription name %q has %s, want 3 to 255", sub, characters(n)))
+	}
+	switch {
+	case sub == "":
+	case !('a' <= sub[0] && sub[0] <= 'z' || 'A' <= sub[0] && sub[0] <= 'Z'):
+		why = append(why, fmt.Sprintf("subscription name %q must start with a letter", sub))
+	case strings.HasPrefix(sub, "goog"):
+		why = append(why, fmt.Sprintf("subscription name %q must not start with \"goog\"", sub))
+	case strings.Trim(sub, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.~+%") != "":
+		why = append(why, fmt.Sprintf("subscription name %q may hold only letters, digits and - _ . ~ + %%", sub))
+	}
+	return strings.Join(why, "; ")
+}
+
+func characters(n int) string {
+	if n == 1 {
+		return "1 character"
+	}
+	return fmt.Sprintf("%d characters", n)
 }

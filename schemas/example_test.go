@@ -31,10 +31,10 @@ features:
 	}
 	fmt.Println("retention:", schemas.FormatDuration(fs.Retention))
 
-	e, err := fs.DecodeJSON([]byte(`{"card_id":"c_1001","merchant":"Starbucks","amount":4.75,"ts":"2026-03-01T08:01:12Z"}`))
+	e, err := fs.DecodeJSON([]byte(`{"card_id":"c_1001","merchant":"Starbucks","amount":4.75,"ts":"2026-03-01T08:01:12Z"}`)) // fixed date: decoding only
 	fmt.Println(schemas.RowKey(fs.Name, e.Key), e.EventTime(), err)
 
-	_, err = fs.DecodeJSON([]byte(`{"card_id":"c_1001","amount":"4.75","ts":"2026-03-01T08:01:12Z"}`))
+	_, err = fs.DecodeJSON([]byte(`{"card_id":"c_1001","amount":"4.75","ts":"2026-03-01T08:01:12Z"}`)) // fixed date: decoding only
 	fmt.Println(errors.Is(err, schemas.ErrBadEvent), err)
 
 	_, err = schemas.Parse("typo.yaml", []byte(`

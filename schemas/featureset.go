@@ -22,7 +22,11 @@ type FeatureSet struct {
 	// Retention is how long tiles are kept (the GC max age of the data
 	// families): YAML key retention, default MaxWindow + DefaultRetentionSlack.
 	Retention time.Duration `json:"-"`
-	Features  []Feature     `json:"features"` // in file order
+	// StaleAfter is how far behind a read's `at` the feature set's data
+	// may be before its values are STALE: YAML key stale_after, 0 when the
+	// definition sets none (see FreshFor for the default).
+	StaleAfter time.Duration `json:"-"`
+	Features   []Feature     `json:"features"` // in file order
 
 	// File is the path the definition was loaded from ("" if parsed from bytes).
 	File string `json:"-"`
@@ -110,6 +114,37 @@ func (fs *FeatureSet) KeyIndex() int { return fs.fieldIndex[fs.Entity.Key] }
 
 // TimeIndex is the position of the event-time field in Fields.
 func (fs *FeatureSet) TimeIndex() int { return fs.fieldIndex[fs.EventTime] }
+
+// Defaults of FreshFor for a feature set whose definition sets no
+// stale_after.
+const (
+	// DefaultStreamStaleAfter is the default of a set with a stream
+	// source (and of the server's --stale_after): its stream watermark
+	// moves about once a second while the streaming pipeline runs, so
+	// minutes behind means the pipeline is down or far behind.
+	DefaultStreamStaleAfter = 5 * time.Minute
+	// DefaultBatchStaleAfter, plus the set's largest tile, is the default
+	// of a batch-only set, refreshed by a daily batch run: its watermark
+	// (the run's as_of, rounded down to the largest tile) is up to a day
+	// plus a largest tile old just before the next run commits, and the
+	// extra 2 hours leave the run time to finish.
+	DefaultBatchStaleAfter = 26 * time.Hour
+)
+
+// FreshFor is how far behind `at` the set's data may be before its values
+// are STALE: StaleAfter when the definition sets it; otherwise, for a set
+// with a stream source, streamDefault (the server's --stale_after, by
+// default DefaultStreamStaleAfter); for a batch-only set,
+// DefaultBatchStaleAfter + MaxTile.
+func (fs *FeatureSet) FreshFor(streamDefault time.Duration) time.Duration {
+	switch {
+	case fs.StaleAfter > 0:
+		return fs.StaleAfter
+	case fs.Sources.Stream.Subscription != "":
+		return streamDefault
+	}
+	return DefaultBatchStaleAfter + fs.MaxTile()
+}
 
 // MaxWindow is the longest window of any feature.
 func (fs *FeatureSet) MaxWindow() time.Duration {

@@ -18,6 +18,7 @@ type featureSetJSON struct {
 	AllowedLateness string        `json:"allowed_lateness"`
 	MaxFuture       string        `json:"max_future"`
 	Retention       string        `json:"retention"`
+	StaleAfter      string        `json:"stale_after,omitempty"`
 	Features        []featureJSON `json:"features"`
 	File            string        `json:"file,omitempty"`
 }
@@ -42,6 +43,9 @@ func (fs *FeatureSet) MarshalJSON() ([]byte, error) {
 	j := featureSetJSON{
 		Name: fs.Name, Entity: fs.Entity, EventTime: fs.EventTime, Sources: fs.Sources,
 		AllowedLateness: FormatDuration(fs.AllowedLateness), MaxFuture: FormatDuration(fs.MaxFuture), Retention: FormatDuration(fs.Retention), File: fs.File,
+	}
+	if fs.StaleAfter > 0 {
+		j.StaleAfter = FormatDuration(fs.StaleAfter)
 	}
 	for _, f := range fs.Fields {
 		j.Fields = append(j.Fields, fieldJSON{Name: f.Name, Type: f.Type.String()})
@@ -74,6 +78,11 @@ func (fs *FeatureSet) UnmarshalJSON(data []byte) error {
 	}
 	if out.Retention, err = parseDurationJSON(j.Retention); err != nil {
 		return fmt.Errorf("schemas: feature set %q: retention: %w", j.Name, err)
+	}
+	if j.StaleAfter != "" {
+		if out.StaleAfter, err = parseDurationJSON(j.StaleAfter); err != nil {
+			return fmt.Errorf("schemas: feature set %q: stale_after: %w", j.Name, err)
+		}
 	}
 	for _, f := range j.Fields {
 		t, ok := ParseType(f.Type)

@@ -2,6 +2,7 @@ package schemas
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,7 +26,7 @@ fields:
   ts: timestamp
 sources:
   batch: {files: data/*.jsonl}
-  stream: {pubsub: {subscription: projects/p/subscriptions/card-events}}
+  stream: {pubsub: {subscription: projects/tandem-local/subscriptions/card-events}}
 allowed_lateness: 10m
 features:
   - {name: txn_count_1h, op: count, window: 1h}
@@ -47,7 +48,7 @@ func TestParseValid(t *testing.T) {
 		},
 		Sources: Sources{
 			Batch:  BatchSource{Files: filepath.Join("defs", "data", "*.jsonl")},
-			Stream: StreamSource{Subscription: "projects/p/subscriptions/card-events"},
+			Stream: StreamSource{Subscription: "projects/tandem-local/subscriptions/card-events"},
 		},
 		AllowedLateness: 10 * time.Minute,
 		MaxFuture:       time.Minute,
@@ -87,7 +88,7 @@ func TestParseRejects(t *testing.T) {
 		{
 			name: "unknown key",
 			old:  "allowed_lateness: 10m", new: "owner: fraud-team",
-			want: []string{`x.yaml:13: owner: unknown key (want one of name, entity, event_time, fields, sources, allowed_lateness, max_future, retention, features)`},
+			want: []string{`x.yaml:13: owner: unknown key (want one of name, entity, event_time, fields, sources, allowed_lateness, max_future, retention, stale_after, features)`},
 		},
 		{
 			name: "typo'd feature key",
@@ -269,12 +270,17 @@ func TestParseRejects(t *testing.T) {
 		},
 		{
 			name: "bad subscription",
-			old:  "subscription: projects/p/subscriptions/card-events", new: "subscription: card-events",
-			want: []string{`x.yaml:12: sources.stream.pubsub.subscription: bad subscription "card-events" (want projects/PROJECT/subscriptions/NAME)`},
+			old:  "subscription: projects/tandem-local/subscriptions/card-events", new: "subscription: card-events",
+			want: []string{`x.yaml:12: sources.stream.pubsub.subscription: bad subscription "card-events": want projects/PROJECT/subscriptions/NAME`},
+		},
+		{
+			name: "subscription too short everywhere",
+			old:  "subscription: projects/tandem-local/subscriptions/card-events", new: "subscription: projects/p/subscriptions/s",
+			want: []string{`x.yaml:12: sources.stream.pubsub.subscription: bad subscription "projects/p/subscriptions/s": project ID "p" has 1 character, want 6 to 30; subscription name "s" has 1 character, want 3 to 255`},
 		},
 		{
 			name: "topic for subscription",
-			old:  "subscription: projects/p/subscriptions/card-events", new: "topic: projects/p/topics/card-events",
+			old:  "subscription: projects/tandem-local/subscriptions/card-events", new: "topic: projects/tandem-local/topics/card-events",
 			want: []string{
 				`x.yaml:12: sources.stream.pubsub.topic: unknown key (want one of subscription)`,
 				`x.yaml:12: sources.stream.pubsub.subscription: required key is missing`,
@@ -307,7 +313,7 @@ func TestParseRejects(t *testing.T) {
 			old:  "event_time: ts", new: "event_time: tz\nowner: x",
 			want: []string{
 				`x.yaml:3: event_time: field "tz" is not declared in fields (did you mean ts?)`,
-				`x.yaml:4: owner: unknown key (want one of name, entity, event_time, fields, sources, allowed_lateness, max_future, retention, features)`,
+				`x.yaml:4: owner: unknown key (want one of name, entity, event_time, fields, sources, allowed_lateness, max_future, retention, stale_after, features)`,
 			},
 		},
 		{
@@ -565,6 +571,7 @@ func TestDefaultTile(t *testing.T) {
 	}
 }
 
+// fixed dates: tile arithmetic only, on and off boundaries and before 1970.
 func TestTileStart(t *testing.T) {
 	const m = int64(time.Minute / time.Microsecond)
 	tests := []struct {
@@ -590,6 +597,7 @@ func TestTileStart(t *testing.T) {
 	}
 }
 
+// fixed dates: tile arithmetic only, on and off boundaries and before 1970.
 func TestWindowTiles(t *testing.T) {
 	f := Feature{Name: "c", Op: OpCount, Window: time.Hour, Tile: time.Minute}
 	tests := []struct {
@@ -616,6 +624,93 @@ func TestWindowTiles(t *testing.T) {
 		if from, to := f.Span(at.UnixMicro()); from != micros(tc.from) || to != at.UnixMicro() {
 			t.Errorf("Span(%s) = [%d, %d), want [%s, at)", tc.at, from, to, tc.from)
 		}
+	}
+}
+
+// TestSubscriptionProblem checks each rule of Pub/Sub subscription names,
+// as Google Cloud applies them, and that the reason names the rule.
+func TestSubscriptionProblem(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"projects/tandem-local/subscriptions/card-events", ""},
+		{"projects/example.com:my-project/subscriptions/a.b~c+d%20_e-f", ""},
+		{"projects/abcdef/subscriptions/" + strings.Repeat("s", 255), ""},
+		{"projects/" + strings.Repeat("p", 30) + "/subscriptions/abc", ""},
+		{"card-events", "want projects/PROJECT/subscriptions/NAME"},
+		{"projects/tandem-local/topics/card-events", "want projects/PROJECT/subscriptions/NAME"},
+		{"projects/tandem-local/subscriptions/a/b", "want projects/PROJECT/subscriptions/NAME"},
+		{"projects/p/subscriptions/s", `project ID "p" has 1 character, want 6 to 30; subscription name "s" has 1 character, want 3 to 255`},
+		{"projects/" + strings.Repeat("p", 31) + "/subscriptions/abc", `has 31 characters, want 6 to 30`},
+		{"projects/1andem/subscriptions/abc", `project ID "1andem" must start with a lowercase letter`},
+		{"projects/Tandem-local/subscriptions/abc", `project ID "Tandem-local" must start with a lowercase letter`},
+		{"projects/tandem_local/subscriptions/abc", `project ID "tandem_local" may hold only lowercase letters, digits and hyphens`},
+		{"projects/tandem-local-/subscriptions/abc", `project ID "tandem-local-" must not end with a hyphen`},
+		{"projects/Example.com:tandem/subscriptions/abc", `project domain "Example.com" may hold only lowercase letters, digits, dots and hyphens`},
+		{"projects/tandem-local/subscriptions/ab", `subscription name "ab" has 2 characters, want 3 to 255`},
+		{"projects/tandem-local/subscriptions/" + strings.Repeat("s", 256), `has 256 characters, want 3 to 255`},
+		{"projects/tandem-local/subscriptions/1cards", `subscription name "1cards" must start with a letter`},
+		{"projects/tandem-local/subscriptions/google-cards", `subscription name "google-cards" must not start with "goog"`},
+		{"projects/tandem-local/subscriptions/card events", `subscription name "card events" may hold only letters, digits and - _ . ~ + %`},
+	}
+	for _, tc := range tests {
+		if got := subscriptionProblem(tc.in); tc.want == "" && got != "" || !strings.Contains(got, tc.want) || tc.want != "" && got == "" {
+			t.Errorf("subscriptionProblem(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestStaleAfter checks stale_after at load (a positive duration, by
+// file:line) and the freshness expectation FreshFor derives from it.
+func TestStaleAfter(t *testing.T) {
+	const def = `name: s
+entity: {name: a, key: id}
+event_time: ts
+fields: {id: string, ts: timestamp}
+%s
+features:
+  - {name: n_1h, op: count, window: 1h}
+  - {name: n_30d, op: count, window: 30d}
+`
+	stream := "sources: {stream: {pubsub: {subscription: projects/tandem-local/subscriptions/s-events}}}"
+	tests := []struct {
+		name, extra string
+		want        time.Duration // FreshFor(5m)
+		err         string
+	}{
+		{"batch-only default: a daily run", "", DefaultBatchStaleAfter + 6*time.Hour, ""}, // 30d windows take 6h tiles
+		{"stream default: the server's", stream, 5 * time.Minute, ""},
+		{"batch-only, weekly", "stale_after: 8d", 8 * 24 * time.Hour, ""},
+		{"stream, set", stream + "\nstale_after: 90s", 90 * time.Second, ""},
+		{"zero", "stale_after: 0s", 0, "x.yaml:5: stale_after: must be positive"},
+		{"not a duration", "stale_after: daily", 0, "x.yaml:5: stale_after: "},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			fs, err := Parse("x.yaml", []byte(fmt.Sprintf(def, tc.extra)))
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Errorf("Parse = %v, want an error containing %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := fs.FreshFor(5 * time.Minute); got != tc.want {
+				t.Errorf("FreshFor(5m) = %s, want %s", got, tc.want)
+			}
+			// The definition's JSON (how pipelines ship it) keeps it.
+			b, err := fs.MarshalJSON()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var back FeatureSet
+			if err := back.UnmarshalJSON(b); err != nil {
+				t.Fatal(err)
+			}
+			if back.StaleAfter != fs.StaleAfter {
+				t.Errorf("JSON round trip: stale_after %s, want %s", back.StaleAfter, fs.StaleAfter)
+			}
+		})
 	}
 }
 

@@ -2,7 +2,9 @@ package schemas
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -164,6 +166,30 @@ func LoadServices(sets []*FeatureSet, paths ...string) ([]*Service, error) {
 	})
 }
 
+// LoadServicesBeside loads the feature services that live beside the
+// feature sets of setPaths: those of the ServicesDir subdirectory of each
+// directory among setPaths that has one (schemas/services/ for schemas/),
+// against sets. No such subdirectory means no services, not an error.
+func LoadServicesBeside(sets []*FeatureSet, setPaths ...string) ([]*Service, error) {
+	var dirs []string
+	for _, p := range setPaths {
+		if st, err := os.Stat(p); err != nil || !st.IsDir() {
+			continue // a definition file (LoadAll reports a bad path)
+		}
+		dir := filepath.Join(p, ServicesDir)
+		switch _, err := os.Stat(dir); {
+		case err == nil:
+			dirs = append(dirs, dir)
+		case !errors.Is(err, fs.ErrNotExist):
+			return nil, fmt.Errorf("load feature services: %w", err)
+		}
+	}
+	if len(dirs) == 0 {
+		return nil, nil
+	}
+	return LoadServices(sets, dirs...)
+}
+
 // ParseService validates data, a feature-service definition in YAML, against
 // sets and returns the Service it defines. file names the definition in
 // error messages and Service.File; it may be "".
@@ -175,6 +201,10 @@ func ParseService(file string, data []byte, sets []*FeatureSet) (*Service, error
 	}
 	return svc, nil
 }
+
+// reservedColumn cannot be a key column: the serving API's GET takes the
+// instant of a read as ?at=.
+const reservedColumn = "at"
 
 // keyUse is the first entry of a service keyed by a column.
 type keyUse struct {
@@ -286,6 +316,10 @@ func (p *serviceParser) entry(n ast.Node, field string) (ServiceEntry, bool) {
 		}
 	} else if entry.Set != nil {
 		entry.Key = entry.Set.Entity.Key
+	}
+	if entry.Key == reservedColumn && keyOK {
+		p.errorf(keyNode, field+".key", "key column %q is reserved: it names the instant of a serving request; key the set by another column", reservedColumn)
+		keyOK = false
 	}
 	if entry.Set != nil && keyOK {
 		t := entry.KeyType()

@@ -192,6 +192,11 @@ func TestParseServiceRejects(t *testing.T) {
 			want: []string{`svc.yaml:8: features[1].key: bad column name "user-id" (want a letter or _, then letters, digits or _)`},
 		},
 		{
+			name: "reserved key column",
+			old:  "key: user_id", new: "key: at",
+			want: []string{`svc.yaml:8: features[1].key: key column "at" is reserved: it names the instant of a serving request; key the set by another column`},
+		},
+		{
 			name: "empty key",
 			old:  "key: user_id", new: "key:",
 			want: []string{`svc.yaml:8: features[1].key: must not be empty`},
@@ -339,6 +344,9 @@ func TestShippedService(t *testing.T) {
 	}
 	if diff := cmp.Diff([]Column{{"card_id", String}, {"user_id", Int64}}, svcs[0].Keys()); diff != "" {
 		t.Errorf("fraud_model keys mismatch (-want +got):\n%s", diff)
+	}
+	if beside, err := LoadServicesBeside(sets, ".", "card_activity.yaml", t.TempDir()); err != nil || len(beside) != 1 || beside[0].Name != "fraud_model" {
+		t.Errorf("LoadServicesBeside(., a file, a dir without services/) = %v, %v; want fraud_model", beside, err)
 	}
 	svc, err := LoadServiceWithSets(filepath.Join(ServicesDir, "fraud_model.yaml"))
 	if err != nil {

@@ -22,6 +22,7 @@ var (
 	ErrUnauthenticated   = errors.New("serving: missing or invalid API key")   // 401 unauthenticated
 	ErrForbidden         = errors.New("serving: feature set not allowed")      // 403 forbidden
 	ErrUnknownFeatureSet = errors.New("serving: unknown feature set")          // 404 unknown_featureset
+	ErrUnknownService    = errors.New("serving: unknown feature service")      // 404 unknown_service
 	ErrNotFound          = errors.New("serving: no such endpoint")             // 404 not_found
 	ErrMethodNotAllowed  = errors.New("serving: method not allowed")           // 405 method_not_allowed
 	ErrBodyTooLarge      = errors.New("serving: request body too large")       // 413 body_too_large
@@ -46,6 +47,7 @@ var errorKinds = []struct {
 	{ErrUnauthenticated, http.StatusUnauthorized, "unauthenticated"},
 	{ErrForbidden, http.StatusForbidden, "forbidden"},
 	{ErrUnknownFeatureSet, http.StatusNotFound, "unknown_featureset"},
+	{ErrUnknownService, http.StatusNotFound, "unknown_service"},
 	{ErrNotFound, http.StatusNotFound, "not_found"},
 	{ErrMethodNotAllowed, http.StatusMethodNotAllowed, "method_not_allowed"},
 	{ErrBodyTooLarge, http.StatusRequestEntityTooLarge, "body_too_large"},

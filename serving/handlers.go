@@ -141,7 +141,7 @@ func (s *Server) getFeatures(w http.ResponseWriter, r *http.Request) error {
 	}); err != nil {
 		return err
 	}
-	stale := s.stale(at, fresh)
+	stale := s.stale(st.fs, at, fresh)
 	b := make([]byte, 0, 256+64*len(sh.feats))
 	b = append(b, `{"featureset":`...)
 	b = appendString(b, st.fs.Name)
@@ -227,7 +227,7 @@ func (s *Server) postFeatures(w http.ResponseWriter, r *http.Request) error {
 	}); err != nil {
 		return err
 	}
-	stale := s.stale(at, fresh)
+	stale := s.stale(st.fs, at, fresh)
 	b := make([]byte, 0, min(256+len(req.Entities)*(32+48*len(sh.feats))+jsonLen(req.Entities), s.cfg.MaxResponseBytes+1<<16))
 	b = append(b, `{"featureset":`...)
 	b = appendString(b, st.fs.Name)
@@ -335,10 +335,11 @@ func (s *Server) parseAt(text string, st *setState, sh *readShape) (time.Time, e
 	return at, nil
 }
 
-// stale applies the status rule of Server.
-func (s *Server) stale(at time.Time, f Freshness) bool {
+// stale applies the status rule of Server, with the feature set's own
+// freshness expectation (schemas.FeatureSet.FreshFor).
+func (s *Server) stale(fs *schemas.FeatureSet, at time.Time, f Freshness) bool {
 	c := f.covered()
-	return c.IsZero() || at.Sub(c) > s.cfg.StaleAfter
+	return c.IsZero() || at.Sub(c) > fs.FreshFor(s.cfg.StaleAfter)
 }
 
 // appendFeatures appends the features object of one entity, in the plan's

@@ -30,6 +30,7 @@ fields:
   approved: bool
   items: int64
   ts: timestamp
+sources: {stream: {pubsub: {subscription: projects/tandem-local/subscriptions/cards}}}
 retention: 30d
 features:
   - {name: txn_count_1h, op: count, window: 1h}
@@ -247,4 +248,23 @@ func writeKeys(t *testing.T, content string) *apikeys.Keys {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// checkError checks that r is an error response with the status, the code
+// and a message containing message.
+func checkError(t *testing.T, r response, status int, code, message string) {
+	t.Helper()
+	if r.status != status {
+		t.Fatalf("status %d, want %d: %s", r.status, status, r.raw)
+	}
+	errObj, ok := r.body["error"].(map[string]any)
+	if !ok {
+		t.Fatalf("body %s, want an error object", r.raw)
+	}
+	if errObj["code"] != code {
+		t.Errorf("code %v, want %s", errObj["code"], code)
+	}
+	if msg, _ := errObj["message"].(string); !strings.Contains(msg, message) {
+		t.Errorf("message %q, want it to contain %q", msg, message)
+	}
 }

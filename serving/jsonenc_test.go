@@ -24,6 +24,7 @@ func TestAppendString(t *testing.T) {
 	}
 }
 
+// fixed dates: JSON encoding only: no clock is involved.
 func TestAppendValue(t *testing.T) {
 	ts := time.Date(2026, 11, 20, 10, 0, 0, 123000, time.UTC)
 	tests := []struct {

@@ -10,6 +10,8 @@ import (
 // TestStrictRequests covers what issue 15 found the server accepting or
 // reading loosely (points 1–4): every case is a 400 whose message says what
 // is wrong, and no message quotes more than a bounded part of the input.
+//
+// fixed dates: only in malformed `at` values, rejected before any clock check.
 func TestStrictRequests(t *testing.T) {
 	e := newEnv(t)
 	seedC1(e)
@@ -88,6 +90,7 @@ func TestStrictRequests(t *testing.T) {
 	}
 }
 
+// fixed dates: parsing only; no clock is involved.
 func TestParseTime(t *testing.T) {
 	utc := func(s string) time.Time {
 		v, err := time.Parse(time.RFC3339Nano, s)
@@ -146,6 +149,8 @@ func TestParseTime(t *testing.T) {
 // as the same instant once upper-cased, and whatever time.Parse accepts
 // within the RFC's grammar (offset hours up to 23, at most 9 fractional
 // digits, which time.Parse checks loosely) parseTime accepts too.
+//
+// fixed dates: fuzz seeds, parsed only.
 func FuzzParseTime(f *testing.F) {
 	for _, s := range []string{"2026-11-20T10:00:00Z", "2026-11-20t10:00:00.123z", "2026-11-20T10:00:00+05:30", "2026-02-29T00:00:00Z", "2026-11-20T10:00:00+24:00"} {
 		f.Add(s)

@@ -20,7 +20,8 @@
 // Every value carries a status: PRESENT, NOT_FOUND (an op with no value
 // over an empty window: min, max, mean, last, stddev; the value is null) or
 // STALE (a value, but the feature set's data is behind `at` by more than
-// Config.StaleAfter; see Server for the exact rule).
+// the set's freshness expectation, its stale_after; see Server for the
+// exact rule).
 package serving
 
 import (
@@ -38,6 +39,8 @@ import (
 
 	"cloud.google.com/go/bigtable"
 	"golang.org/x/time/rate"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/tandem-fp/tandem/schemas"
 	"github.com/tandem-fp/tandem/serving/apikeys"
@@ -47,7 +50,7 @@ import (
 const (
 	DefaultMaxEntities     = 1000
 	DefaultMaxBodyBytes    = 1 << 20
-	DefaultStaleAfter      = 5 * time.Minute
+	DefaultStaleAfter      = schemas.DefaultStreamStaleAfter
 	DefaultRequestTimeout  = 2 * time.Second
 	DefaultMaxClockSkew    = time.Minute
 	DefaultMetaRefresh     = time.Second
@@ -74,14 +77,19 @@ type Config struct {
 	Sets []*schemas.FeatureSet
 	// Table is the Bigtable table that holds their tiles and metadata.
 	Table *bigtable.Table
+	// Services are the feature services served; every set they use must be
+	// among Sets.
+	Services []*schemas.Service
 	// Keys, when not nil, are the API keys the feature endpoints require.
 	Keys *apikeys.Keys
 	// MaxEntities bounds the entities of one POST request.
 	MaxEntities int
 	// MaxBodyBytes bounds a request body (413 above it).
 	MaxBodyBytes int64
-	// StaleAfter is how far the feature set's data may be behind `at`
-	// before values are STALE.
+	// StaleAfter is how far the data of a feature set with a stream
+	// source may be behind `at` before values are STALE, when its
+	// definition sets no stale_after. A batch-only set without one
+	// expects a daily run (schemas.FeatureSet.FreshFor).
 	StaleAfter time.Duration
 	// RequestTimeout bounds the Bigtable reads of one request; when it
 	// expires the request fails with 503. Keep it below the http.Server's
@@ -98,6 +106,11 @@ type Config struct {
 	ReadParallelism int
 	// PingTimeout bounds the Bigtable read of /readyz.
 	PingTimeout time.Duration
+	// CheckTable, when set, tells what is missing when the read of /readyz
+	// finds no table: its error (bigtablestore.CheckTable's one line naming
+	// the table, the instance and the command that creates it) is logged
+	// and /readyz answers 503 saying the table is not set up.
+	CheckTable func(context.Context) error
 	// ReadyCache is how long a /readyz answer is reused, so that the open
 	// endpoint costs Bigtable at most one read per ReadyCache.
 	ReadyCache time.Duration
@@ -139,7 +152,11 @@ type Config struct {
 // value never written counts as minus infinity), and C = max(T_b, W): the
 // data is known to be current up to C. A feature's status is NOT_FOUND when its op has no
 // value over the window (min, max, mean, last, stddev of nothing); else
-// STALE when at − C > StaleAfter; else PRESENT. So reads at a past `at`
+// STALE when at − C > S; else PRESENT, where S is the set's freshness
+// expectation, FeatureSet.FreshFor(Config.StaleAfter): the definition's
+// stale_after if set, else Config.StaleAfter (5m by default) for a set with
+// a stream source, else 26h plus the set's largest tile for a batch-only
+// set refreshed by a daily run. So reads at a past `at`
 // that the pipelines have passed are never STALE, a feature set whose
 // pipelines never wrote metadata is always STALE, and count, sum and
 // approx_count_distinct over an empty window are 0 with PRESENT or STALE.
@@ -162,6 +179,9 @@ type Server struct {
 
 	stop context.CancelFunc
 	done sync.WaitGroup
+
+	services     map[string]*serviceState // feature services by name
+	serviceNames []string
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -224,6 +244,18 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	s.list = s.appendSetList(nil, nil)
+	s.services = make(map[string]*serviceState, len(cfg.Services))
+	for _, svc := range cfg.Services {
+		if _, dup := s.services[svc.Name]; dup {
+			return nil, fmt.Errorf("serving: feature service %q given twice", svc.Name)
+		}
+		ss, err := s.newServiceState(svc)
+		if err != nil {
+			return nil, fmt.Errorf("serving: %w", err)
+		}
+		s.services[svc.Name] = ss
+		s.serviceNames = append(s.serviceNames, svc.Name)
+	}
 	s.meta = newMetaCache(cfg.Table, s.names, 5*cfg.MetaRefresh, max(cfg.MetaRefresh, cfg.RequestTimeout), s.m, s.metaFailed())
 	s.routes()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -284,6 +316,10 @@ func (s *Server) routes() {
 	s.handle("GET /v1/featuresets/{name}", true, s.getFeatureSet)
 	s.handle("GET /v1/features/{featureset}/{entity}", true, s.getFeatures)
 	s.handle("POST /v1/features/{featureset}", true, s.postFeatures)
+	s.handle("GET /v1/services", true, s.listServices)
+	s.handle("GET /v1/services/{name}", true, s.getService)
+	s.handle("POST /v1/services/{name}", true, s.postService)
+	s.handle("POST /get-online-features", true, s.feastOnline)
 	s.handle("GET /healthz", false, s.healthz)
 	s.handle("GET /readyz", false, s.readyz)
 	s.methodNotAllowed(s.mux, s.allow)
@@ -405,6 +441,12 @@ func (s *Server) checkReady() error {
 		_, err := s.tbl.ReadRow(ctx, schemas.MetaRowKey(s.names[0]), bigtable.RowFilter(bigtable.StripValueFilter()))
 		if err != nil {
 			s.m.bigtableError(opPing)
+			if status.Code(err) == codes.NotFound && s.cfg.CheckTable != nil {
+				if cerr := s.cfg.CheckTable(ctx); cerr != nil {
+					s.log.Error("readyz: " + cerr.Error())
+					return &RequestError{Kind: ErrUnavailable, Message: "the Bigtable table is not set up (or lacks a column family); the server log names it and the scripts/setuptable command that creates it"}
+				}
+			}
 			return bigtableError("readiness check", err)
 		}
 		s.m.bigtableRead(opPing, time.Since(start))

@@ -414,19 +414,7 @@ func TestBadInput(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			r := e.do(tc.method, tc.path, tc.body)
-			if r.status != tc.status {
-				t.Fatalf("%s %s: status %d, want %d: %s", tc.method, tc.path, r.status, tc.status, r.raw)
-			}
-			errObj, ok := r.body["error"].(map[string]any)
-			if !ok {
-				t.Fatalf("%s %s: body %s, want an error object", tc.method, tc.path, r.raw)
-			}
-			if errObj["code"] != tc.code {
-				t.Errorf("%s %s: code %v, want %s", tc.method, tc.path, errObj["code"], tc.code)
-			}
-			if msg, _ := errObj["message"].(string); !strings.Contains(msg, tc.message) {
-				t.Errorf("%s %s: message %q, want it to contain %q", tc.method, tc.path, msg, tc.message)
-			}
+			checkError(t, r, tc.status, tc.code, tc.message)
 			if tc.status == 405 && r.header.Get("Allow") == "" {
 				t.Errorf("%s %s: 405 without Allow", tc.method, tc.path)
 			}

@@ -186,6 +186,8 @@ func TestEmitEncodedRows(t *testing.T) {
 
 // TestDecodeJSONLines checks that DecodeJSON takes text lines as it takes
 // bytes.
+//
+// fixed dates: decoding and tiling only (no Bigtable, no clock).
 func TestDecodeJSONLines(t *testing.T) {
 	set := testSet(t)
 	good := string(jsonEvent("c_1", "m_1", 2.5, t0))

@@ -102,12 +102,15 @@ func directTiles(set *schemas.FeatureSet, events []schemas.Event) []string {
 	return out
 }
 
-var t0 = time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+// t0 is the first event time of the tests. They decode and tile events in
+// event time, without Bigtable or a clock.
+var t0 = time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC) // fixed date: see above
 
 func jsonEvent(card, merchant string, amount float64, at time.Time) []byte {
 	return fmt.Appendf(nil, `{"card_id":%q,"merchant":%q,"amount":%v,"ts":%q}`, card, merchant, amount, at.Format(time.RFC3339Nano))
 }
 
+// fixed dates: decoding and tiling only (no Bigtable, no clock).
 func TestDecodeAndTile(t *testing.T) {
 	set := testSet(t)
 	var raw [][]byte
@@ -142,6 +145,7 @@ func TestDecodeAndTile(t *testing.T) {
 	ptest.RunAndValidate(t, p)
 }
 
+// fixed dates: decoding only: no clock is involved.
 func TestDeadLetterReasons(t *testing.T) {
 	set := testSet(t)
 	tests := []struct {
@@ -221,6 +225,8 @@ func TestTileSetEncoding(t *testing.T) {
 // allowed lateness land in their tiles; an event behind the watermark by more
 // than the allowed lateness is dropped by the window (the streaming pipeline
 // sends such events to dead-letter before windowing).
+//
+// fixed dates: tiling in event time with teststream (no Bigtable, no clock).
 func TestStreamingTiles(t *testing.T) {
 	set := testSet(t)
 	ms := func(t time.Time) int64 { return t.UnixMilli() }

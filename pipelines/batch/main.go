@@ -54,10 +54,14 @@
 // CGO_ENABLED=0 is its own worker binary; --worker_binary overrides.
 // BIGTABLE_EMULATOR_HOST points the Bigtable client at an emulator.
 //
-// Try it with no cloud at all, on the shipped sample data:
+// Try it with no cloud at all, on sample data generated around now (tiles
+// older than the set's retention are garbage-collected, by Bigtable and its
+// emulators alike, so the shipped March 2026 sample would not stay):
 //
+//	go run ./schemas/sample/cmd/gensample -n 20000 -start $(date -u -d -3days +%FT%TZ) \
+//	    -end $(date -u +%FT%TZ) -out /tmp/events schemas/card_activity.yaml
 //	go run ./pipelines/batch --featureset schemas/card_activity.yaml \
-//	    --as_of 2026-03-03T00:00:00Z --emulator
+//	    --source files:/tmp/events/card_activity.jsonl --emulator
 package main
 
 import (
@@ -103,7 +107,11 @@ func main() {
 	flag.Parse()
 	beam.Init() // on a Dataflow worker this runs the worker and never returns
 	if err := run(context.Background()); err != nil {
-		slog.Error("batch: failed", "err", err)
+		if errors.Is(err, bigtablestore.ErrNoTable) {
+			fmt.Fprintln(os.Stderr, "batch:", err) // one line that says what to run
+		} else {
+			slog.Error("batch: failed", "err", err)
+		}
 		os.Exit(1)
 	}
 }
@@ -180,6 +188,14 @@ func run(ctx context.Context) error {
 		slog.Info("batch: in-process Bigtable emulator started", "addr", emu.Endpoint)
 	}
 
+	// The table and its families must exist before any Beam work, or the
+	// run would fail at its first write, deep in a runner's stack trace.
+	// A dry run needs no table (nor credentials).
+	if !dryRun() {
+		cfg.BeforeRun = func(ctx context.Context) error {
+			return bigtablestore.CheckTable(ctx, cfg.Bigtable, []*schemas.FeatureSet{set})
+		}
+	}
 	res, err := batchpipe.Run(ctx, cfg)
 	if err != nil {
 		return err
@@ -199,6 +215,13 @@ func run(ctx context.Context) error {
 func onDataflow() bool {
 	r := strings.ToLower(*runners.Runner)
 	return r == "dataflow" || r == "dataflowrunner"
+}
+
+// dryRun reports whether --dry_run (Dataflow: print the job, do not submit
+// it) is set.
+func dryRun() bool {
+	f := flag.Lookup("dry_run")
+	return f != nil && f.Value.String() == "true"
 }
 
 // flagSet reports whether the named flag was given.

@@ -7,6 +7,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/tandem-fp/tandem/schemas/bigtablestore"
+	"github.com/tandem-fp/tandem/schemas/schemastest"
 )
 
 // binary is the batch command, built once for the tests.
@@ -39,7 +43,7 @@ func TestDataflowDryRun(t *testing.T) {
 		"--runner=dataflow", "--dry_run",
 		"--project=tandem-test", "--region=us-central1",
 		"--staging_location=gs://tandem-test/staging", "--temp_location=gs://tandem-test/tmp",
-		"--featureset=../../schemas/card_activity.yaml", "--as_of=2026-03-03T00:00:00Z",
+		"--featureset=../../schemas/card_activity.yaml", "--as_of=" + time.Now().UTC().Format(time.RFC3339),
 		"--bigtable_project=tandem-test", "--bigtable_instance=features", "--bigtable_table=features",
 		"--dead_letter=gs://tandem-test/dead_letter/card_activity",
 	}
@@ -128,5 +132,27 @@ func TestFlags(t *testing.T) {
 				t.Errorf("batch %s: err %v, output:\n%s\nwant a failure mentioning %q", strings.Join(tc.args, " "), err, out, tc.want)
 			}
 		})
+	}
+}
+
+// TestNoTable runs the batch command against an emulator without the
+// table, as a new user who skipped scripts/setuptable would: it must fail
+// before any Beam work, in one line naming the table, the instance and the
+// command that creates it.
+func TestNoTable(t *testing.T) {
+	srv, cfg, err := bigtablestore.StartEmulator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	// as_of on a boundary of the set's largest tile: no line about rounding.
+	asOf := schemastest.DaysAgo(0).Format(time.RFC3339)
+	cmd := exec.Command(binary, "--featureset=../../schemas/card_activity.yaml", "--as_of="+asOf)
+	cmd.Env = append(os.Environ(), "BIGTABLE_EMULATOR_HOST="+cfg.Endpoint)
+	out, err := cmd.CombinedOutput()
+	want := "batch: bigtablestore: table not set up: table features not found in instance tandem of project tandem-local (emulator at " + cfg.Endpoint + "); " +
+		"create it with: BIGTABLE_EMULATOR_HOST=" + cfg.Endpoint + " go run ./scripts/setuptable --featureset ../../schemas/card_activity.yaml --bigtable_project tandem-local --bigtable_instance tandem --bigtable_table features\n"
+	if err == nil || string(out) != want {
+		t.Errorf("batch without the table: err %v, output:\n%s\nwant exactly:\n%s", err, out, want)
 	}
 }

@@ -114,7 +114,11 @@ func main() {
 	}
 	if err := run(log); err != nil {
 		pprof.StopCPUProfile()
-		log.Error("streaming pipeline failed", "err", err)
+		if errors.Is(err, bigtablestore.ErrNoTable) {
+			fmt.Fprintln(os.Stderr, "streaming:", err) // one line that says what to run
+		} else {
+			log.Error("streaming pipeline failed", "err", err)
+		}
 		os.Exit(1)
 	}
 }
@@ -148,6 +152,13 @@ func run(log *slog.Logger) error {
 	runner := flag.Lookup("runner").Value.String()
 	if runner == streampipe.RunnerDataflow {
 		o.Runner = streampipe.RunnerDataflow
+		// Before submitting, the table must exist with its families (a
+		// dry run prints the job and needs neither table nor credentials).
+		if f := flag.Lookup("dry_run"); f == nil || f.Value.String() != "true" {
+			if err := bigtablestore.CheckTable(ctx, o.Bigtable, []*schemas.FeatureSet{set}); err != nil {
+				return err
+			}
+		}
 		p, s := beam.NewPipelineWithRoot()
 		if err := streampipe.Build(s, o); err != nil {
 			return err
@@ -176,6 +187,12 @@ func run(log *slog.Logger) error {
 			}
 			log.Info("published sample events", "events", *emulatorEvents, "topic", topic)
 		}
+	}
+
+	// The table must exist with its families before any Beam work, or the
+	// pipeline would fail at its first write, deep in a stack trace.
+	if err := bigtablestore.CheckTable(ctx, o.Bigtable, []*schemas.FeatureSet{set}); err != nil {
+		return err
 	}
 
 	// First signal: drain. Second: abort.

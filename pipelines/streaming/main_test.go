@@ -94,7 +94,7 @@ func startEmulators(dir string) error {
 	}
 	emulators = exec.Command(filepath.Join(dir, "emulators"),
 		"--featureset", "testdata/kill_cards.yaml,testdata/term_cards.yaml",
-		"--pubsub_addr", psAddr, "--bigtable_addr", btAddr, "--ack_deadline", "10s")
+		"--pubsub_addr", psAddr, "--bigtable_addr", btAddr, "--ack_deadline", "10s", "--reject_expired_cells")
 	emulators.Stderr = os.Stderr
 	out, err := emulators.StdoutPipe()
 	if err != nil {
@@ -422,5 +422,37 @@ func TestDataflowDryRun(t *testing.T) {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("dry-run output lacks %q", want)
 		}
+	}
+}
+
+// TestNoTable runs the streaming command, on the local runner and in its
+// Dataflow startup, against a Bigtable emulator without the table, as a new
+// user who skipped scripts/setuptable would: it must fail before any Beam
+// work, in one line naming the table, the instance and the command that
+// creates it.
+func TestNoTable(t *testing.T) {
+	setup(t)
+	srv, cfg, err := bigtablestore.StartEmulator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	want := "streaming: bigtablestore: table not set up: table features not found in instance tandem of project tandem-local (emulator at " + cfg.Endpoint + "); " +
+		"create it with: BIGTABLE_EMULATOR_HOST=" + cfg.Endpoint + " go run ./scripts/setuptable --featureset testdata/kill_cards.yaml --bigtable_project tandem-local --bigtable_instance tandem --bigtable_table features\n"
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"local", nil},
+		{"dataflow", []string{"--runner=dataflow", "--project=tandem-test", "--region=us-central1", "--staging_location=gs://tandem-test/staging"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(filepath.Join(binDir, "streaming"), append([]string{"--featureset", "testdata/kill_cards.yaml"}, tc.args...)...)
+			cmd.Env = append(os.Environ(), "PUBSUB_EMULATOR_HOST="+psAddr, "BIGTABLE_EMULATOR_HOST="+cfg.Endpoint, "GOOGLE_APPLICATION_CREDENTIALS=/nonexistent")
+			out, err := cmd.CombinedOutput()
+			if err == nil || string(out) != want {
+				t.Errorf("streaming %s without the table: err %v, output:\n%s\nwant exactly:\n%s", strings.Join(tc.args, " "), err, tail(string(out), 3000), want)
+			}
+		})
 	}
 }

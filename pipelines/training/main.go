@@ -15,8 +15,10 @@
 //
 // Inputs:
 //
-//   - the feature sets (--featureset, repeatable, YAML): every feature of
-//     each, keyed by the spine column named like the set's entity key field
+//   - the features: a feature service (--service, YAML), whose entries name
+//     each feature set's features and the spine column of its key; or
+//     feature sets (--featureset, repeatable, YAML), every feature of each,
+//     keyed by the spine column named like the set's entity key field
 //     (card_id);
 //   - the spine (--spine=files:GLOB): CSV with a header (.csv), JSON lines
 //     (.jsonl, .ndjson, .json), optionally .gz, or Parquet (.parquet); local
@@ -40,7 +42,10 @@
 //
 // Flags:
 //
-//	--featureset         path of a feature-set YAML; repeat for several sets (required)
+//	--service            path of a feature-service YAML (schemas/services/*.yaml)
+//	--featureset         path of a feature-set YAML; repeat for several sets (without
+//	                     --service, required); with --service, the sets it may use
+//	                     (default: the definitions in the directory above the service's)
 //	--spine              files:GLOB (required)
 //	--spine_time         the spine column of the rows' instants (default ts)
 //	--output             files:PATH with extension .parquet, .csv or .jsonl (required)
@@ -89,6 +94,7 @@ func (f *files) Set(v string) error { *f = append(*f, v); return nil }
 
 var (
 	featureSets files
+	service     = flag.String("service", "", "path of a feature-service definition (YAML): its features, each set keyed by the spine column the service names")
 	spine       = flag.String("spine", "", "files:GLOB of the spine: CSV with a header, JSON lines or Parquet, by extension; required")
 	spineTime   = flag.String("spine_time", "ts", "the spine column holding each row's instant (a timestamp or RFC 3339)")
 	output      = flag.String("output", "", "files:PATH of the training rows, .parquet, .csv or .jsonl; required")
@@ -100,7 +106,7 @@ var (
 )
 
 func init() {
-	flag.Var(&featureSets, "featureset", "path of a feature-set definition (YAML); repeat for several sets, each keyed by the spine column named like its entity key field")
+	flag.Var(&featureSets, "featureset", "path of a feature-set definition (YAML); repeat for several sets, each keyed by the spine column named like its entity key field; with --service, the sets the service may use (default: the YAML files of the directory above the service's)")
 }
 
 func main() {
@@ -114,9 +120,36 @@ func main() {
 
 const filesPrefix = "files:"
 
+// requests are the features asked for: a service's, or every feature of
+// each --featureset.
+func requests() ([]trainpipe.Request, error) {
+	var reqs []trainpipe.Request
+	if *service != "" {
+		if _, err := os.Stat(*service); err != nil {
+			return nil, fmt.Errorf("--service: %w", err)
+		}
+		svc, err := schemas.LoadServiceWithSets(*service, featureSets...)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range svc.Entries {
+			reqs = append(reqs, trainpipe.Request{Set: e.Set, Key: e.Key, Features: e.FeatureNames()})
+		}
+		return reqs, nil
+	}
+	sets, err := schemas.LoadAll(featureSets...)
+	if err != nil {
+		return nil, err
+	}
+	for _, set := range sets {
+		reqs = append(reqs, trainpipe.Request{Set: set})
+	}
+	return reqs, nil
+}
+
 func run(ctx context.Context) error {
-	if len(featureSets) == 0 {
-		return errors.New("--featureset is required")
+	if len(featureSets) == 0 && *service == "" {
+		return errors.New("--service or --featureset is required")
 	}
 	if *spine == "" {
 		return errors.New("--spine is required")
@@ -129,19 +162,18 @@ func run(ctx context.Context) error {
 		Output:    trainpipe.Output{Shards: *shards},
 		BigQuery:  batchpipe.BigQueryConfig{Project: *bqProject, MaxStreams: *bqStreams, Endpoint: *bqEndpoint},
 	}
-	var ok bool
+	var (
+		ok  bool
+		err error
+	)
 	if cfg.SpineGlob, ok = strings.CutPrefix(*spine, filesPrefix); !ok {
 		return fmt.Errorf("--spine %q: want files:GLOB", *spine)
 	}
 	if cfg.Output.Path, ok = strings.CutPrefix(*output, filesPrefix); !ok {
 		return fmt.Errorf("--output %q: want files:PATH.parquet, .csv or .jsonl", *output)
 	}
-	sets, err := schemas.LoadAll(featureSets...)
-	if err != nil {
+	if cfg.Requests, err = requests(); err != nil {
 		return err
-	}
-	for _, set := range sets {
-		cfg.Requests = append(cfg.Requests, trainpipe.Request{Set: set})
 	}
 	cfg.DeadLetter = *deadLetter
 	if cfg.DeadLetter == "" {

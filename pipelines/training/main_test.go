@@ -74,6 +74,16 @@ func TestDataflowDryRun(t *testing.T) {
 			},
 		},
 		{
+			name: "the shipped service",
+			args: []string{"--service=../../schemas/services/fraud_model.yaml"},
+			stages: []string{
+				"Features_card_activity/trainpipe.Features/trainpipe.sweepFn",
+				"Features_user_sessions/trainpipe.Features/trainpipe.sweepFn",
+				"Join/trainpipe.JoinRows/trainpipe.joinFn",
+				"Write/trainpipe.WriteRows/trainpipe.writeFn",
+			},
+		},
+		{
 			name: "two sets, one from BigQuery",
 			args: []string{"--featureset=../../schemas/card_activity.yaml", "--featureset=" + bigQuerySet(t)},
 			stages: []string{
@@ -137,13 +147,14 @@ func TestFlags(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"no feature set", []string{"--spine=files:" + spine, out}, "--featureset is required"},
+		{"no feature set", []string{"--spine=files:" + spine, out}, "--service or --featureset is required"},
 		{"no spine", []string{set, out}, "--spine is required"},
 		{"no output", []string{set, "--spine=files:" + spine}, "--output is required"},
 		{"spine not files", []string{set, "--spine=" + spine, out}, "want files:GLOB"},
 		{"no spine file", []string{set, "--spine=files:nowhere/*.csv", out}, "no file matches"},
 		{"bad output format", []string{set, "--spine=files:" + spine, "--output=files:out.xlsx"}, "cannot tell the format"},
 		{"no time column", []string{set, "--spine=files:" + spine, "--spine_time=when", out}, `no time column \"when\"`},
+		{"unknown service file", []string{"--service=nowhere.yaml", "--spine=files:" + spine, out}, "nowhere.yaml"},
 		{"no key column", []string{"--featureset=../../schemas/card_activity.yaml", "--spine=files:" + keylessSpine(t), out}, `no column \"card_id\"`},
 	}
 	for _, tc := range tests {

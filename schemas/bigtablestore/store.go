@@ -13,13 +13,15 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"cloud.google.com/go/bigtable"
-	"cloud.google.com/go/bigtable/bttest"
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/tandem-fp/tandem/schemas"
 )
@@ -123,22 +125,6 @@ func (c Config) NewAdminClient(ctx context.Context) (*bigtable.AdminClient, erro
 		return nil, fmt.Errorf("bigtable admin client for %s: %w", c, err)
 	}
 	return ac, nil
-}
-
-// StartEmulator starts the in-process Bigtable emulator (bttest) on a free
-// loopback port and returns it with a Config that points at it. Stop it with
-// Close.
-func StartEmulator() (*bttest.Server, Config, error) { return StartEmulatorAt("127.0.0.1:0") }
-
-// StartEmulatorAt is StartEmulator listening on addr (host:port).
-func StartEmulatorAt(addr string) (*bttest.Server, Config, error) {
-	// Real Bigtable accepts requests far larger than gRPC's default 4 MiB;
-	// so does this emulator.
-	srv, err := bttest.NewServer(addr, grpc.MaxRecvMsgSize(256<<20))
-	if err != nil {
-		return nil, Config{}, fmt.Errorf("start bigtable emulator on %s: %w", addr, err)
-	}
-	return srv, Config{Project: DefaultProject, Instance: DefaultInstance, Table: DefaultTable, Endpoint: srv.Addr}, nil
 }
 
 // Retention returns the GC max age of the data families for the given
@@ -257,4 +243,121 @@ func WriteMeta(ctx context.Context, tbl *bigtable.Table, set, qualifier string, 
 		return fmt.Errorf("write %s of %s: %w", qualifier, set, err)
 	}
 	return nil
+}
+
+// ErrNoTable reports that the table, or a column family Tandem needs in it,
+// does not exist: scripts/setuptable has not been run for it.
+var ErrNoTable = errors.New("bigtablestore: table not set up")
+
+// CheckTable verifies, before any pipeline or server work, that cfg's table
+// exists with the column families of the layout (batch, stream, meta). It
+// returns an error wrapping ErrNoTable, on one line that names the table,
+// the instance and the command that creates it (scripts/setuptable with the
+// definitions of sets), when it does not; other errors (unreachable,
+// permissions) are returned wrapped as they are.
+//
+// It asks the admin API for the table's families. Where the caller may not
+// use the admin API (PermissionDenied) it reads one row instead, which
+// tells a missing table but not a missing family.
+func CheckTable(ctx context.Context, cfg Config, sets []*schemas.FeatureSet) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	ac, err := cfg.NewAdminClient(ctx)
+	if err != nil {
+		return err
+	}
+	defer ac.Close()
+	info, err := ac.TableInfo(ctx, cfg.Table)
+	switch status.Code(err) {
+	case codes.OK:
+	case codes.NotFound:
+		return noTable(cfg, sets)
+	case codes.PermissionDenied:
+		return checkTableData(ctx, cfg, sets)
+	default:
+		return fmt.Errorf("check table %s: %w", cfg, err)
+	}
+	have := map[string]bool{}
+	for _, f := range info.FamilyInfos {
+		have[f.Name] = true
+	}
+	var missing []string
+	for _, f := range []string{schemas.FamilyBatch, schemas.FamilyStream, schemas.FamilyMeta} {
+		if !have[f] {
+			missing = append(missing, f)
+		}
+	}
+	if len(missing) > 0 {
+		fam := "column family"
+		if len(missing) > 1 {
+			fam = "column families"
+		}
+		return fmt.Errorf("%w: table %s in instance %s of project %s%s lacks the %s %s; create it with: %s",
+			ErrNoTable, cfg.Table, cfg.Instance, cfg.Project, cfg.where(), fam, strings.Join(missing, ", "), SetupCommand(cfg, sets))
+	}
+	return nil
+}
+
+// checkTableData is CheckTable through the data API.
+func checkTableData(ctx context.Context, cfg Config, sets []*schemas.FeatureSet) error {
+	cl, err := cfg.NewClient(ctx)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	_, err = cl.Open(cfg.Table).ReadRow(ctx, "tandem-check-table", bigtable.RowFilter(bigtable.BlockAllFilter()))
+	switch status.Code(err) {
+	case codes.OK:
+		return nil
+	case codes.NotFound:
+		return noTable(cfg, sets)
+	}
+	return fmt.Errorf("check table %s: %w", cfg, err)
+}
+
+func noTable(cfg Config, sets []*schemas.FeatureSet) error {
+	return fmt.Errorf("%w: table %s not found in instance %s of project %s%s; create it with: %s",
+		ErrNoTable, cfg.Table, cfg.Instance, cfg.Project, cfg.where(), SetupCommand(cfg, sets))
+}
+
+// where is " (emulator at host:port)" for an emulator, else "".
+func (c Config) where() string {
+	switch {
+	case c.Endpoint != "":
+		return " (emulator at " + c.Endpoint + ")"
+	case os.Getenv("BIGTABLE_EMULATOR_HOST") != "":
+		return " (emulator at " + os.Getenv("BIGTABLE_EMULATOR_HOST") + ")"
+	}
+	return ""
+}
+
+// SetupCommand is the scripts/setuptable command line that creates cfg's
+// table for sets (their definition files; "DEFINITION.yaml" for a set
+// parsed from memory), with BIGTABLE_EMULATOR_HOST set first when cfg is
+// an emulator.
+func SetupCommand(cfg Config, sets []*schemas.FeatureSet) string {
+	var b strings.Builder
+	switch {
+	case cfg.Endpoint != "":
+		b.WriteString("BIGTABLE_EMULATOR_HOST=" + cfg.Endpoint + " ")
+	case os.Getenv("BIGTABLE_EMULATOR_HOST") != "":
+		b.WriteString("BIGTABLE_EMULATOR_HOST=" + os.Getenv("BIGTABLE_EMULATOR_HOST") + " ")
+	}
+	b.WriteString("go run ./scripts/setuptable")
+	seen := map[string]bool{}
+	for _, s := range sets {
+		f := s.File
+		if f == "" {
+			f = "DEFINITION.yaml"
+		}
+		if !seen[f] {
+			seen[f] = true
+			b.WriteString(" --featureset " + f)
+		}
+	}
+	if len(sets) == 0 {
+		b.WriteString(" --featureset DEFINITION.yaml")
+	}
+	fmt.Fprintf(&b, " --bigtable_project %s --bigtable_instance %s --bigtable_table %s", cfg.Project, cfg.Instance, cfg.Table)
+	return b.String()
 }

@@ -11,7 +11,7 @@ import (
 )
 
 var (
-	start = time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	start = time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC) // fixed date: generated events are compared with each other, never with the clock
 	end   = start.Add(7 * 24 * time.Hour)
 )
 

@@ -24,6 +24,7 @@ import (
 
 	"github.com/tandem-fp/tandem/pipelines/streaming/localstack"
 	"github.com/tandem-fp/tandem/schemas"
+	"github.com/tandem-fp/tandem/schemas/bigtablestore"
 )
 
 func main() {
@@ -31,14 +32,17 @@ func main() {
 	psAddr := flag.String("pubsub_addr", "127.0.0.1:8085", "Pub/Sub fake address")
 	btAddr := flag.String("bigtable_addr", "127.0.0.1:8086", "Bigtable emulator address")
 	ackDeadline := flag.Duration("ack_deadline", 10*time.Second, "ack deadline of the subscriptions")
+	rejectExpired := flag.Bool("reject_expired_cells", false, "reject a write of a cell older than its family's max-age GC (which the emulator would delete at once) instead of only logging it; tests set it")
 	flag.Parse()
-	if err := run(*sets, *psAddr, *btAddr, *ackDeadline); err != nil {
+	o := localstack.Options{PubSubAddr: *psAddr, BigtableAddr: *btAddr, AckDeadline: *ackDeadline,
+		BigtableOptions: []bigtablestore.EmulatorOption{bigtablestore.RejectExpiredCells(*rejectExpired)}}
+	if err := run(*sets, o); err != nil {
 		fmt.Fprintln(os.Stderr, "emulators:", err)
 		os.Exit(1)
 	}
 }
 
-func run(paths, psAddr, btAddr string, ackDeadline time.Duration) error {
+func run(paths string, o localstack.Options) error {
 	var sets []*schemas.FeatureSet
 	if paths != "" {
 		var err error
@@ -48,7 +52,7 @@ func run(paths, psAddr, btAddr string, ackDeadline time.Duration) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	st, err := localstack.Start(ctx, localstack.Options{PubSubAddr: psAddr, BigtableAddr: btAddr, AckDeadline: ackDeadline}, sets...)
+	st, err := localstack.Start(ctx, o, sets...)
 	if err != nil {
 		return err
 	}

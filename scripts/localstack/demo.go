@@ -61,6 +61,13 @@ func RunDemo(ctx context.Context, cfg DemoConfig, out io.Writer) error {
 	for _, s := range sets {
 		logf("loaded feature set %s (%d features, entity %s) from %s", s.Name, len(s.Features), s.Entity.Name, s.File)
 	}
+	services, err := schemas.LoadServicesBeside(sets, cfg.Definitions...)
+	if err != nil {
+		return err
+	}
+	for _, s := range services {
+		logf("loaded feature service %s (%d feature sets) from %s", s.Name, len(s.Entries), s.File)
+	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("serving API: %w", err)
@@ -125,7 +132,7 @@ func RunDemo(ctx context.Context, cfg DemoConfig, out io.Writer) error {
 			logf("stream %s: stopped; counters %v", st.Set, res.Counters)
 		}
 	}()
-	srv, err := b.NewServer(serving.Config{StaleAfter: cfg.StaleAfter})
+	srv, err := b.NewServer(serving.Config{StaleAfter: cfg.StaleAfter, Services: services})
 	if err != nil {
 		return err
 	}
@@ -192,6 +199,7 @@ func RunDemo(ctx context.Context, cfg DemoConfig, out io.Writer) error {
 	if metricsBase != "" {
 		fmt.Fprintf(out, "  curl -s %s/metrics | grep tandem_\n", metricsBase)
 	}
+	showServices(ctx, out, logf, api, base, services, live)
 	fmt.Fprintf(out, "\nCtrl-C drains the pipelines and stops.\n\n")
 
 	tick := time.NewTicker(100 * time.Millisecond)

@@ -26,14 +26,20 @@ features:
 
 // demo starts a Tandem server over an in-process Bigtable emulator holding
 // three transactions of card c_1001: one written by the batch pipeline
-// (before the batch watermark) and two by the streaming pipeline.
+// (before the batch watermark) and two by the streaming pipeline; and the
+// page views of user 7 (demoViews), with the service serviceYAML.
 func demo() (url string, at time.Time, stop func()) {
 	ctx := context.Background()
 	set, err := schemas.Parse("", []byte(cardsYAML))
 	if err != nil {
 		log.Fatal(err)
 	}
-	emu, err := servingtest.StartEmulator(ctx, []*schemas.FeatureSet{set})
+	users, err := schemas.Parse("", []byte(usersYAML))
+	if err != nil {
+		log.Fatal(err)
+	}
+	sets := []*schemas.FeatureSet{set, users}
+	emu, err := servingtest.StartEmulator(ctx, sets)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -51,7 +57,10 @@ func demo() (url string, at time.Time, stop func()) {
 	check(servingtest.WriteEvents(ctx, emu.Table, set, schemas.FamilyStream,
 		txn(tb.Add(5*time.Minute), "bobs", 30), txn(tb.Add(20*time.Minute), "acme", 70)))
 	check(servingtest.WriteFreshness(ctx, emu.Table, set.Name, tb, tb.Add(29*time.Minute)))
-	api, err := serving.New(serving.Config{Sets: []*schemas.FeatureSet{set}, Table: emu.Table})
+	check(demoViews(ctx, emu.Table, users, tb))
+	svc, err := schemas.ParseService("", []byte(serviceYAML), sets)
+	check(err)
+	api, err := serving.New(serving.Config{Sets: sets, Services: []*schemas.Service{svc}, Table: emu.Table})
 	check(err)
 	hs := httptest.NewServer(api)
 	return hs.URL, tb.Add(30 * time.Minute), func() { hs.Close(); api.Close(); emu.Close() }

@@ -74,9 +74,11 @@ var testColumns = []bqfake.Column{
 
 const testTable = "tandem-test.payments.card_events"
 
+// The read range of the tests. The BigQuery fake filters by it; nothing
+// compares it with the clock.
 var (
-	from = time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
-	to   = time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)
+	from = time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC) // fixed date: see above
+	to   = time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC) // fixed date: see above
 )
 
 // formatStamped renders an event with its element timestamp, so that
@@ -114,6 +116,8 @@ func at(h, m int) time.Time {
 // produce from them: rows covering every type mapping and NULL, regular
 // rows, and rows outside [from, to) that the pushed-down restriction must
 // keep inside BigQuery.
+//
+// fixed dates: rows of the BigQuery fake, which filters by the range pushed down, never by the clock.
 func goodRows() (rows []map[string]any, wants []string) {
 	settled := time.Date(2026, 3, 3, 12, 0, 0, 123456000, time.UTC)
 	ts := at(1, 2).Add(789 * time.Microsecond)
@@ -186,6 +190,8 @@ func counter(t *testing.T, res beam.PipelineResult, name string) int64 {
 // checks every event, the type mapping (NULL included), the requests the
 // fake received (selected fields, the pushed-down time range, one ReadRows
 // per stream from offset 0) and the counters.
+//
+// fixed dates: the read range and rows of the BigQuery fake; nothing compares them with the clock.
 func TestRead(t *testing.T) {
 	set := testSet(t)
 	srv := newFake(t)
@@ -265,6 +271,8 @@ func TestReadEmpty(t *testing.T) {
 // TestReadDeadLetters checks that rows that do not decode go to the
 // dead-letter output with the reason and the row as JSON (selected columns
 // only), are counted, and do not stop the run.
+//
+// fixed dates: rows that fail to decode; nothing compares them with the clock.
 func TestReadDeadLetters(t *testing.T) {
 	set := testSet(t)
 	srv := newFake(t)
@@ -437,6 +445,8 @@ func TestReadFails(t *testing.T) {
 // TestReadQuery reads a query source: the query job goes to the REST fake
 // with the range as @from/@to TIMESTAMP parameters, and its destination
 // table is read through the Storage Read API with no row restriction.
+//
+// fixed dates: query parameters of the BigQuery fake; nothing compares them with the clock.
 func TestReadQuery(t *testing.T) {
 	set := testSet(t)
 	srv := newFake(t)

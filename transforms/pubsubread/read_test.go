@@ -64,6 +64,7 @@ func TestTrackerCheckpointsOnly(t *testing.T) {
 	}
 }
 
+// fixed dates: the clock is injected (now); the estimator never reads the wall clock here.
 func TestWatermarkEstimator(t *testing.T) {
 	now := time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
 	ev := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC) // historical event times

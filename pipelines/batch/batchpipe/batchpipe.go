@@ -62,6 +62,10 @@ type Config struct {
 	AllowEmpty bool
 	// WriteOptions tune the Bigtable bulk writer.
 	WriteOptions []bigtablewrite.Option
+	// BeforeRun, when set, is called once the pipeline is built (the
+	// source checked) and before it runs; its error stops Run. The batch
+	// command checks the table there (bigtablestore.CheckTable).
+	BeforeRun func(context.Context) error
 }
 
 // Validate reports what makes cfg unusable, naming the offending value.
@@ -202,6 +206,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	p, s := beam.NewPipelineWithRoot()
 	if err := Build(s, cfg); err != nil {
 		return res, err
+	}
+	if cfg.BeforeRun != nil {
+		if err := cfg.BeforeRun(ctx); err != nil {
+			return res, err
+		}
 	}
 	slog.Info("batch: reading events", "set", res.Set, "source", SourceString(cfg.Source),
 		"from", res.From.Format(time.RFC3339), "to", res.To.Format(time.RFC3339))

@@ -296,6 +296,7 @@ func TestFiles(t *testing.T) {
 	}{
 		{
 			name: "json lines",
+			// fixed dates: in records that fail to decode; they reach no tile.
 			write: func(dir string) string {
 				return writeJSONL(t, dir, set, all,
 					`{"card_id":"c_1","amount":"lots","ts":"2026-11-20T10:00:00Z"}`,
@@ -303,6 +304,7 @@ func TestFiles(t *testing.T) {
 					``,
 				)
 			},
+			// fixed dates: as above.
 			wantDead: []deadLetterJSON{
 				{Stage: "decode", Reason: "invalid JSON: empty input", Raw: ``},
 				{Stage: "decode", Reason: "invalid JSON", Raw: `not json`},
@@ -323,12 +325,14 @@ func TestFiles(t *testing.T) {
 				e.Values = vals
 				return e
 			},
+			// fixed dates: in records that fail to decode; they reach no tile.
 			write: func(dir string) string {
 				return writeCSV(t, dir, set, all,
 					[]string{"2026-11-20T10:00:00Z", "true", "2", "lots", "m_1", "c_1", ""},
 					[]string{"2026-11-20T10:00:00Z", "c_2"},
 				)
 			},
+			// fixed dates: as above.
 			wantDead: []deadLetterJSON{
 				{Stage: "decode", Reason: fmt.Sprintf(`events.csv:%d: schemas: bad event: record has 2 fields, the header 7`, csvLine+1), Raw: `2026-11-20T10:00:00Z,c_2`},
 				{Stage: "decode", Reason: fmt.Sprintf(`events.csv:%d: schemas: bad event: field "amount"`, csvLine), Raw: `2026-11-20T10:00:00Z,true,2,lots,m_1,c_1,`},
@@ -666,6 +670,7 @@ func TestParseSource(t *testing.T) {
 	}
 }
 
+// fixed dates: AlignAsOf and ReadRange are arithmetic on the instant given; no clock.
 func TestReadRange(t *testing.T) {
 	set := testSet(t) // largest tile 3h, longest window 7d
 	at := time.Date(2026, 3, 8, 10, 30, 0, 0, time.UTC)

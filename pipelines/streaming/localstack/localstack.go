@@ -55,6 +55,9 @@ type Options struct {
 	// FromEnv uses the emulators named by BIGTABLE_EMULATOR_HOST and
 	// PUBSUB_EMULATOR_HOST, where set, instead of starting in-process ones.
 	FromEnv bool
+	// BigtableOptions configure the in-process Bigtable emulator, for
+	// example bigtablestore.RejectExpiredCells.
+	BigtableOptions []bigtablestore.EmulatorOption
 	// AckDeadline of the subscriptions created (default 10s, the minimum).
 	AckDeadline time.Duration
 	// PubSubReactors intercept calls to the fake (pstest), for example to
@@ -94,7 +97,7 @@ func (st *Stack) start(ctx context.Context, o Options, sets []*schemas.FeatureSe
 		if addr == "" {
 			addr = "127.0.0.1:0"
 		}
-		bt, _, err := bigtablestore.StartEmulatorAt(addr)
+		bt, _, err := bigtablestore.StartEmulatorAt(addr, o.BigtableOptions...)
 		if err != nil {
 			return err
 		}

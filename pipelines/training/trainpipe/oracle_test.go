@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"github.com/apache/arrow/go/v15/parquet/file"
 	"github.com/apache/arrow/go/v15/parquet/pqarrow"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/testing/ptest"
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/tandem-fp/tandem/schemas"
 	"github.com/tandem-fp/tandem/schemas/sample"
@@ -449,7 +451,7 @@ func TestOracle(t *testing.T) {
 					t.Fatalf("row %d: account %v, want %s", i, row["account"], q.key)
 				}
 				for _, f := range set.Features {
-					got := row[FeatureColumn(set.Name, f.Name)]
+					got := row[schemas.FeatureColumn(set.Name, f.Name)]
 					want, ok := bruteForce(f, events, q.key, q.at)
 					if !ok {
 						want = nil
@@ -554,5 +556,122 @@ func writeSpine(t *testing.T, path string, header []string, rows [][]string) {
 	}
 	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// usersDef is a second set, keyed by an int64, for runs over two sets.
+const usersDef = `
+name: users
+entity: {name: user, key: uid}
+event_time: at
+fields:
+  uid: int64
+  pages: int64
+  at: timestamp
+features:
+  - {name: views_1h, op: count, window: 1h}
+  - {name: pages_sum_24h, op: sum, field: pages, window: 24h}
+  - {name: pages_max_1h, op: max, field: pages, window: 1h}
+`
+
+// TestTwoSets runs a spine keyed for two sets (one by an int64 key in a
+// column named otherwise), with bad rows, and checks the values of both
+// against brute force and the bad rows against the dead-letter file.
+func TestTwoSets(t *testing.T) {
+	acct := schemastest.MustParse(t, oracleDef)
+	users := schemastest.MustParse(t, usersDef)
+	rng := rand.New(rand.NewPCG(21, 22))
+	acctEvents := oracleEvents(acct, rng)
+	var userEvents []schemas.Event
+	t0 := oracleT0.UnixMicro()
+	for range 2000 {
+		uid := rng.Int64N(5) + 1
+		at := t0 + rng.Int64N(int64(72*time.Hour/time.Microsecond))
+		userEvents = append(userEvents, schemas.Event{Key: strconv.FormatInt(uid, 10), Time: at,
+			Values: []schemas.Value{schemas.Int64Value(uid), schemas.Int64Value(rng.Int64N(20)), {Type: schemas.Timestamp, Int: at}}})
+	}
+	dir := t.TempDir()
+	acctPath := writeEvents(t, filepath.Join(dir), acct, acctEvents)
+	usersDir := filepath.Join(dir, "users")
+	if err := os.Mkdir(usersDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	usersPath := writeEvents(t, usersDir, users, userEvents)
+
+	instants := oracleInstants(acctEvents, rng)
+	var rows [][]string
+	for i, q := range instants {
+		rows = append(rows, []string{q.key, strconv.FormatInt(rng.Int64N(6)+1, 10), time.UnixMicro(q.at).UTC().Format(time.RFC3339Nano), strconv.Itoa(i)})
+	}
+	bad := [][]string{
+		{"a_1", "", "2026-03-02T00:00:00Z", "-1"},      // no user key
+		{"a_1", "seven", "2026-03-02T00:00:00Z", "-2"}, // a user key that is no int64
+		{"", "1", "2026-03-02T00:00:00Z", "-3"},        // no account key
+		{"a_1", "1", "2026-03-02 25:00:00", "-4"},      // a time that does not parse
+	}
+	spinePath := filepath.Join(dir, "spine.csv")
+	writeSpine(t, spinePath, []string{"account", "user", "ts", "label"}, append(rows, bad...))
+	cfg := &Config{
+		Requests: []Request{
+			{Set: acct, Source: schemas.BatchSource{Files: acctPath}, Features: []string{"x_sum_24h", "s_distinct_7d", "s_last_1h"}},
+			{Set: users, Key: "user", Source: schemas.BatchSource{Files: usersPath}},
+		},
+		SpineGlob:  spinePath,
+		Output:     Output{Path: filepath.Join(dir, "out.jsonl"), Shards: 3},
+		DeadLetter: filepath.Join(dir, "dead"),
+	}
+	out := runTraining(t, cfg)
+	if len(out) != len(instants) {
+		t.Fatalf("%d output rows, want %d", len(out), len(instants))
+	}
+	for _, row := range out {
+		i := labelOf(t, row["label"])
+		q := instants[i]
+		uid, _ := strconv.ParseInt(rows[i][1], 10, 64)
+		if row["user"] != rows[i][1] {
+			t.Fatalf("row %d: user %v, want %s", i, row["user"], rows[i][1])
+		}
+		for _, r := range cfg.Requests {
+			key, events := q.key, acctEvents
+			if r.Set == users {
+				key, events = strconv.FormatInt(uid, 10), userEvents
+			}
+			for _, name := range r.Features {
+				f, _ := r.Set.Feature(name)
+				got := row[schemas.FeatureColumn(r.Set.Name, name)]
+				want, ok := bruteForce(f, events, key, q.at)
+				if !ok {
+					want = nil
+				}
+				if !agrees(f, got, want) {
+					t.Errorf("%s.%s of %s at %s: %v, want %v", r.Set.Name, name, key, time.UnixMicro(q.at).UTC().Format(time.RFC3339Nano), got, want)
+				}
+			}
+		}
+	}
+	data, err := os.ReadFile(cfg.DeadLetter + ".jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reasons []string
+	for _, line := range bytes.Split(bytes.TrimSpace(data), []byte("\n")) {
+		var d struct{ Set, Stage, Reason, Raw string }
+		if err := json.Unmarshal(line, &d); err != nil {
+			t.Fatal(err)
+		}
+		if d.Set != DeadLetterSet {
+			t.Errorf("dead letter of set %q: %s", d.Set, line)
+		}
+		reasons = append(reasons, d.Reason[strings.Index(d.Reason, ": ")+2:]+" | "+d.Raw)
+	}
+	slices.Sort(reasons)
+	want := []string{
+		`column "account": empty entity key | ,1,2026-03-02T00:00:00Z,-3`,
+		`column "ts": time "2026-03-02 25:00:00" is not RFC 3339 (2006-01-02T15:04:05Z) | a_1,1,2026-03-02 25:00:00,-4`,
+		`column "user": empty entity key | a_1,,2026-03-02T00:00:00Z,-1`,
+		`column "user": entity key "seven" is not an int64 | a_1,seven,2026-03-02T00:00:00Z,-2`,
+	}
+	if diff := cmp.Diff(want, reasons); diff != "" {
+		t.Errorf("dead letters (-want +got):\n%s", diff)
 	}
 }

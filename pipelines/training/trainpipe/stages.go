@@ -160,7 +160,7 @@ func entityKey(v schemas.Value, t schemas.Type) (string, error) {
 		key = strconv.FormatInt(v.Int, 10)
 	case schemas.String:
 		key = v.Str
-		if t == schemas.Int64 {
+		if t == schemas.Int64 && key != "" {
 			i, err := strconv.ParseInt(key, 10, 64)
 			if err != nil {
 				return "", fmt.Errorf("entity key %q is not an int64", key)

@@ -180,16 +180,13 @@ func Prepare(ctx context.Context, cfg *Config) error {
 				ErrConfig, r.Key, r.Set.Name, t)
 		}
 		for _, fi := range r.feats {
-			if name := FeatureColumn(r.Set.Name, r.Set.Features[fi].Name); names[name] {
+			if name := schemas.FeatureColumn(r.Set.Name, r.Set.Features[fi].Name); names[name] {
 				return fmt.Errorf("%w: the spine already has a column %q", ErrConfig, name)
 			}
 		}
 	}
 	return nil
 }
-
-// FeatureColumn is the output column of a feature: <featureset>__<feature>.
-func FeatureColumn(set, feature string) string { return set + "__" + feature }
 
 // Columns returns the output columns of a prepared cfg: the spine's, then
 // one per requested feature, typed by the feature's result type.
@@ -198,7 +195,7 @@ func (cfg *Config) Columns() []Column {
 	for _, r := range cfg.Requests {
 		for _, fi := range r.feats {
 			f := r.Set.Features[fi]
-			cols = append(cols, Column{Name: FeatureColumn(r.Set.Name, f.Name), Type: f.ResultType()})
+			cols = append(cols, Column{Name: schemas.FeatureColumn(r.Set.Name, f.Name), Type: f.ResultType()})
 		}
 	}
 	return cols

@@ -12,6 +12,8 @@
 // Flags:
 //
 //	--featureset PATH          feature-set YAML file or directory (repeatable, required)
+//	--services PATH            feature-service YAML file or directory (repeatable; default:
+//	                           the services/ directory of each --featureset directory)
 //	--addr 127.0.0.1:8080      listen address of the API
 //	--metrics_addr 127.0.0.1:9090  listen address of /metrics, /healthz, /readyz (empty: none)
 //	--bigtable_project, --bigtable_instance, --bigtable_table
@@ -28,7 +30,7 @@
 //	--max_response_bytes 8MiB  one response's size (400 above it)
 //	--rate_limit 1000          requests per second per API key (0: none), --rate_burst 2000
 //	--access_log_sample 0.01   fraction of requests in the access log (refused ones always, bounded)
-//	--stale_after 5m           lag behind `at` after which values are STALE
+//	--stale_after 5m           lag behind `at` after which values are STALE, for sets with a stream source and no stale_after of their own
 //	--request_timeout 2s       Bigtable deadline of one request (503 after it)
 //	--meta_refresh 1s          how often the feature sets' metadata is re-read
 //	--log_level info           debug, info, warn or error
@@ -47,6 +49,7 @@
 //
 //	go run ./serving/cmd/serve --featureset schemas --emulator
 //	curl localhost:8080/v1/features/card_activity/c_1001
+//	curl 'localhost:8080/v1/services/fraud_model?card_id=c_1001&user_id=100001'
 //	curl localhost:9090/metrics
 //
 // It stops gracefully on SIGINT or SIGTERM, finishing requests in flight.
@@ -82,6 +85,7 @@ func (p *paths) Set(v string) error { *p = append(*p, v); return nil }
 
 type options struct {
 	featuresets    paths
+	services       paths
 	addr           string
 	metricsAddr    string
 	bt             bigtablestore.Config
@@ -110,6 +114,7 @@ func parseFlags(args []string) (options, error) {
 	var o options
 	fl := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fl.Var(&o.featuresets, "featureset", "feature-set YAML file or directory of them (repeatable, required)")
+	fl.Var(&o.services, "services", "feature-service YAML file or directory of them (repeatable; default: the services/ directory of each --featureset directory)")
 	fl.StringVar(&o.addr, "addr", "127.0.0.1:8080", "listen address of the API")
 	fl.StringVar(&o.metricsAddr, "metrics_addr", "127.0.0.1:9090", "listen address of /metrics, /healthz and /readyz, without authentication (empty: none)")
 	o.bt.RegisterFlags(fl)
@@ -128,7 +133,7 @@ func parseFlags(args []string) (options, error) {
 	fl.Float64Var(&o.rateLimit, "rate_limit", serving.DefaultRateLimit, "requests per second per API key (429 above it; 0: no limit)")
 	fl.IntVar(&o.rateBurst, "rate_burst", serving.DefaultRateBurst, "burst of --rate_limit")
 	fl.Float64Var(&o.logSample, "access_log_sample", serving.DefaultAccessLogSample, "fraction of requests in the access log, 0 to 1 (refused requests are logged regardless, at a bounded rate)")
-	fl.DurationVar(&o.staleAfter, "stale_after", serving.DefaultStaleAfter, "values are STALE when the data is behind `at` by more than this")
+	fl.DurationVar(&o.staleAfter, "stale_after", serving.DefaultStaleAfter, "values of a feature set with a stream source and no stale_after in its definition are STALE when its data is behind `at` by more than this")
 	fl.DurationVar(&o.requestTimeout, "request_timeout", serving.DefaultRequestTimeout, "Bigtable deadline of one request; 503 after it")
 	fl.DurationVar(&o.metaRefresh, "meta_refresh", serving.DefaultMetaRefresh, "how often the feature sets' metadata is re-read")
 	fl.TextVar(&o.logLevel, "log_level", slog.LevelInfo, "log level: debug, info, warn or error")
@@ -180,7 +185,11 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, o, log, nil); err != nil {
-		log.Error("serve failed", "err", err)
+		if errors.Is(err, bigtablestore.ErrNoTable) {
+			fmt.Fprintln(os.Stderr, "serve:", err) // one line that says what to run
+		} else {
+			log.Error("serve failed", "err", err)
+		}
 		stop()
 		os.Exit(1)
 	}
@@ -193,6 +202,10 @@ type listening struct{ api, metrics string }
 // not nil it receives the listening addresses.
 func run(ctx context.Context, o options, log *slog.Logger, ready chan<- listening) error {
 	sets, err := schemas.LoadAll(o.featuresets...)
+	if err != nil {
+		return err
+	}
+	services, err := loadServices(o, sets)
 	if err != nil {
 		return err
 	}
@@ -219,6 +232,18 @@ func run(ctx context.Context, o options, log *slog.Logger, ready chan<- listenin
 			return err
 		}
 		log.Info("started in-process Bigtable emulator", "addr", srv.Addr, "setup", did)
+	}
+	// Without the table (or its families) the server cannot answer: say
+	// so at once, in one line. A Bigtable that does not answer yet is only
+	// logged; /readyz stays 503 until it does.
+	checkTable := func(ctx context.Context) error { return bigtablestore.CheckTable(ctx, o.bt, sets) }
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	err = checkTable(cctx)
+	cancel()
+	if errors.Is(err, bigtablestore.ErrNoTable) {
+		return err
+	} else if err != nil {
+		log.Warn("cannot check the Bigtable table yet; /readyz answers 503 until Bigtable does", "err", err)
 	}
 	client, err := o.bt.NewClient(ctx)
 	if err != nil {
@@ -261,6 +286,7 @@ func run(ctx context.Context, o options, log *slog.Logger, ready chan<- listenin
 	}
 	api, err := serving.New(serving.Config{
 		Sets:             sets,
+		Services:         services,
 		Table:            client.Open(o.bt.Table),
 		Keys:             keys,
 		MaxEntities:      o.maxEntities,
@@ -276,6 +302,7 @@ func run(ctx context.Context, o options, log *slog.Logger, ready chan<- listenin
 		RateLimit:        rateLimit,
 		RateBurst:        o.rateBurst,
 		AccessLogSample:  logSample,
+		CheckTable:       checkTable,
 		Logger:           log,
 	})
 	if err != nil {
@@ -305,7 +332,7 @@ func run(ctx context.Context, o options, log *slog.Logger, ready chan<- listenin
 	if adminLis != nil {
 		metricsAt = adminLis.Addr().String()
 	}
-	log.Info("serving", "addr", lis.Addr().String(), "tls", tlsConfig != nil, "metrics_addr", metricsAt, "featuresets", names, "bigtable", o.bt.String(),
+	log.Info("serving", "addr", lis.Addr().String(), "tls", tlsConfig != nil, "metrics_addr", metricsAt, "featuresets", names, "services", serviceNames(services), "bigtable", o.bt.String(),
 		"api_keys", keys != nil, "stale_after", o.staleAfter.String(), "request_timeout", o.requestTimeout.String())
 	if ready != nil {
 		ready <- listening{api: lis.Addr().String(), metrics: metricsAt}

@@ -10,6 +10,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
+	"io"
 	"log/slog"
 	"math/big"
 	"net"
@@ -20,6 +22,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tandem-fp/tandem/schemas"
+	"github.com/tandem-fp/tandem/schemas/bigtablestore"
 )
 
 const setYAML = `
@@ -95,6 +100,12 @@ func start(t *testing.T, args ...string) (*server, error) {
 	if err := os.WriteFile(filepath.Join(dir, "cards.yaml"), []byte(setYAML), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.Mkdir(filepath.Join(dir, "services"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "services", "m.yaml"), []byte("name: m\nfeatures: [{featureset: cards, features: [txn_count_1h]}]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	o, err := parseFlags(append([]string{"--featureset", dir, "--emulator"}, args...))
 	if err != nil {
 		t.Fatal(err)
@@ -166,6 +177,8 @@ func TestRun(t *testing.T) {
 		{api + "/readyz", "", 200},
 		{api + "/v1/features/cards/c1", "", 401},
 		{api + "/v1/features/cards/c1", "test-key-0123456789", 200},
+		{api + "/v1/services/m?card_id=c1", "test-key-0123456789", 200},
+		{api + "/v1/services/m?card_id=c1", "", 401},
 		{api + "/metrics", "", 404},
 		{api + "/metrics", "test-key-0123456789", 404},
 		{admin + "/metrics", "", 200},
@@ -285,4 +298,89 @@ func TestKeygen(t *testing.T) {
 	if strings.Contains(s.logs.String(), key) {
 		t.Error("the key was logged")
 	}
+}
+
+// TestNoTable starts the server against an emulator without the table, as
+// a new user who skipped scripts/setuptable would: it must refuse to start,
+// in one line naming the table, the instance and the command that creates
+// it. And when the table disappears under a running server, /readyz answers
+// 503 saying the table is not set up, and the log holds that line.
+func TestNoTable(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "cards.yaml"), []byte(setYAML), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv, cfg, err := bigtablestore.StartEmulator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	o, err := parseFlags([]string{"--featureset", dir, "--addr", "127.0.0.1:0", "--metrics_addr", ""})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.bt = cfg
+	want := "bigtablestore: table not set up: table features not found in instance tandem of project tandem-local (emulator at " + cfg.Endpoint + "); " +
+		"create it with: BIGTABLE_EMULATOR_HOST=" + cfg.Endpoint + " go run ./scripts/setuptable --featureset " + filepath.Join(dir, "cards.yaml") + " --bigtable_project tandem-local --bigtable_instance tandem --bigtable_table features"
+	err = run(context.Background(), o, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	if !errors.Is(err, bigtablestore.ErrNoTable) || err.Error() != want {
+		t.Fatalf("run without the table = %v\nwant %s", err, want)
+	}
+
+	// Set the table up, start, then delete the table.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sets, err := schemas.LoadAll(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac, err := cfg.NewAdminClient(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ac.Close()
+	if _, err := bigtablestore.EnsureTable(ctx, ac, cfg.Table, sets); err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	ready := make(chan listening, 1)
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, o, slog.New(slog.NewTextHandler(logs, nil)), ready) }()
+	var addr string
+	select {
+	case l := <-ready:
+		addr = l.api
+	case err := <-done:
+		t.Fatalf("run: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("server did not start")
+	}
+	readyz := func() (int, string) {
+		res, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	if code, body := readyz(); code != http.StatusOK {
+		t.Fatalf("readyz with the table = %d %s", code, body)
+	}
+	if err := ac.DeleteTable(ctx, cfg.Table); err != nil {
+		t.Fatal(err)
+	}
+	// /readyz answers are cached briefly (serving.Config.ReadyCache).
+	code, body := readyz()
+	for deadline := time.Now().Add(10 * time.Second); code == http.StatusOK && time.Now().Before(deadline); code, body = readyz() {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "table is not set up") || !strings.Contains(body, "scripts/setuptable") {
+		t.Errorf("readyz without the table = %d %s; want 503 saying the table is not set up", code, body)
+	}
+	if !strings.Contains(logs.String(), strings.TrimPrefix(want, "bigtablestore: ")) {
+		t.Errorf("log lacks the line naming the table and the command:\n%s", logs.String())
+	}
+	cancel()
+	<-done
 }

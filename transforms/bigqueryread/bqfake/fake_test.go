@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 )
 
+// fixed dates: parsing row restrictions only: no clock is involved.
 func TestParseRestriction(t *testing.T) {
 	cols := []Column{{Name: "ts", Type: Timestamp}, {Name: "n", Type: Int64}}
 	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
