@@ -32,6 +32,7 @@ func TestMain(m *testing.M) {
 }
 
 // writeSpine writes a small CSV spine keyed for both example sets.
+// A fixed date: the training pipeline compares no instant with the clock.
 func writeSpine(t *testing.T) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "spine.csv")
@@ -167,6 +168,8 @@ func TestFlags(t *testing.T) {
 	}
 }
 
+// keylessSpine is a spine without the key column. A fixed date: nothing
+// compares its instant with the wall clock.
 func keylessSpine(t *testing.T) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "spine.csv")

@@ -59,9 +59,8 @@ features:
   - {name: n_distinct_1h, op: approx_count_distinct, field: n, window: 1h}
 `
 
-// oracleT0 is a fixed instant: nothing in the training pipeline compares
-// event times or instants with the wall clock (no GC, no lateness, no
-// staleness), so a calendar date is safe here.
+// oracleT0 is a fixed date: nothing in the training pipeline compares event
+// times or instants with the wall clock (no GC, no lateness, no staleness).
 var oracleT0 = time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 
 // oracleEvents is a random history over [t0, t0+3d) for a few entities,
@@ -576,7 +575,9 @@ features:
 
 // TestTwoSets runs a spine keyed for two sets (one by an int64 key in a
 // column named otherwise), with bad rows, and checks the values of both
-// against brute force and the bad rows against the dead-letter file.
+// against brute force and the bad rows against the dead-letter file. Its
+// instants are a fixed date: the training pipeline compares none with the
+// wall clock.
 func TestTwoSets(t *testing.T) {
 	acct := schemastest.MustParse(t, oracleDef)
 	users := schemastest.MustParse(t, usersDef)
