@@ -13,14 +13,15 @@ import (
 
 // The keys of each mapping of a definition. Keys may be added, never renamed.
 var (
-	topKeys      = []string{"name", "entity", "event_time", "fields", "sources", "allowed_lateness", "max_future", "retention", "stale_after", "features"}
+	topKeys      = []string{"name", "entity", "event_time", "fields", "sources", "allowed_lateness", "max_future", "retention", "stale_after", "features", "derived"}
 	entityKeys   = []string{"name", "key"}
 	sourcesKeys  = []string{"batch", "stream"}
 	batchKeys    = []string{"bigquery", "files"}
 	bigqueryKeys = []string{"table", "query"}
 	streamKeys   = []string{"pubsub"}
 	pubsubKeys   = []string{"subscription"}
-	featureKeys  = []string{"name", "op", "field", "window", "tile"}
+	featureKeys  = []string{"name", "op", "field", "where", "window", "tile"}
+	derivedKeys  = []string{"name", "expr"}
 )
 
 var (
@@ -192,15 +193,16 @@ func (p *defParser) parse(data []byte) *FeatureSet {
 		}
 	}
 
-	longest := -1 // index in fs.Features of the feature with the longest window
+	env := fs.fieldEnv()
+	longest := -1                     // index in fs.Features of the feature with the longest window
+	firstLine := make(map[string]int) // feature name → line
 	if e, ok := p.required(top, root, "", "features"); ok {
 		items, ok := p.sequence(e.value, "features")
 		if ok && len(items) == 0 {
 			p.errorf(e.value, "features", "define at least one feature")
 		}
-		firstLine := make(map[string]int)
 		for i, item := range items {
-			f, ok := p.feature(item, fmt.Sprintf("features[%d]", i), ref, firstLine)
+			f, ok := p.feature(item, fmt.Sprintf("features[%d]", i), ref, env, firstLine)
 			if !ok {
 				continue
 			}
@@ -210,6 +212,13 @@ func (p *defParser) parse(data []byte) *FeatureSet {
 			fs.Features = append(fs.Features, f)
 		}
 	}
+	if e, ok := top["derived"]; ok && len(p.errs) == 0 {
+		// Derived features refer to the features by name and type: only
+		// a definition whose features are valid is worth checking.
+		fs.index()
+		p.derived(fs, e.value, firstLine)
+	}
+
 	var maxWindow time.Duration
 	if longest >= 0 {
 		maxWindow = fs.Features[longest].Window
@@ -282,7 +291,7 @@ func (p *defParser) document(data []byte, empty string) ast.Node {
 
 // feature parses the feature at n (path field). firstLine maps the feature
 // names seen so far to their lines.
-func (p *defParser) feature(n ast.Node, field string, ref func(ast.Node, string, string) (Type, bool), firstLine map[string]int) (Feature, bool) {
+func (p *defParser) feature(n ast.Node, field string, ref func(ast.Node, string, string) (Type, bool), env ExprEnv, firstLine map[string]int) (Feature, bool) {
 	m, ok := p.object(n, field, false, featureKeys...)
 	if !ok {
 		return Feature{}, false
@@ -327,6 +336,16 @@ func (p *defParser) feature(n ast.Node, field string, ref func(ast.Node, string,
 		}
 	}
 
+	if e, ok := m["where"]; ok {
+		if s, ok := p.scalar(e.value, field+".where"); ok {
+			f.Where = s
+			var err error
+			if f.Filter, err = CompileExpr(s, env, Bool); err != nil {
+				p.errorf(e.value, field+".where", "%v", err)
+			}
+		}
+	}
+
 	windowOK := false
 	if e, ok := p.required(m, n, field, "window"); ok {
 		f.Window, windowOK = p.duration(e.value, field+".window", true)
@@ -345,6 +364,56 @@ func (p *defParser) feature(n ast.Node, field string, ref func(ast.Node, string,
 		}
 	}
 	return f, windowOK
+}
+
+// derived parses the derived features at n into fs, whose features are
+// indexed. firstLine maps the feature names to their lines.
+func (p *defParser) derived(fs *FeatureSet, n ast.Node, firstLine map[string]int) {
+	items, ok := p.sequence(n, "derived")
+	if !ok {
+		return
+	}
+	for i, item := range items {
+		field := fmt.Sprintf("derived[%d]", i)
+		m, ok := p.object(item, field, false, derivedKeys...)
+		if !ok {
+			continue
+		}
+		var d Derived
+		e, ok := p.required(m, item, field, "name")
+		if !ok {
+			continue
+		}
+		if d.Name, ok = p.scalar(e.value, field+".name"); !ok {
+			continue
+		}
+		if !isName(d.Name) {
+			p.errorf(e.value, field+".name", badNameReason, d.Name)
+			continue
+		}
+		if line, dup := firstLine[d.Name]; dup {
+			p.errorf(e.value, field+".name", "duplicate feature name %q (first defined at line %d)", d.Name, line)
+			continue
+		}
+		firstLine[d.Name] = nodeLine(e.value)
+		x, ok := p.required(m, item, field, "expr")
+		if !ok {
+			continue
+		}
+		if d.Expr, ok = p.scalar(x.value, field+".expr"); !ok {
+			continue
+		}
+		fs.Derived = append(fs.Derived, d)
+		if err := fs.compileDerived(len(fs.Derived) - 1); err != nil {
+			p.errorf(x.value, field+".expr", "%v", err)
+			fs.Derived = fs.Derived[:len(fs.Derived)-1]
+			continue
+		}
+		if len(fs.Derived[len(fs.Derived)-1].Inputs) == 0 {
+			p.errorf(x.value, field+".expr", "reads no feature")
+			fs.Derived = fs.Derived[:len(fs.Derived)-1]
+		}
+	}
 }
 
 // duration parses the duration at n; positive rejects zero.

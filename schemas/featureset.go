@@ -27,6 +27,9 @@ type FeatureSet struct {
 	// definition sets none (see FreshFor for the default).
 	StaleAfter time.Duration `json:"-"`
 	Features   []Feature     `json:"features"` // in file order
+	// Derived are the derived features (YAML key derived), in file order:
+	// computed at read time from Features (see EvalDerived).
+	Derived []Derived `json:"derived,omitempty"`
 
 	// File is the path the definition was loaded from ("" if parsed from bytes).
 	File string `json:"-"`
@@ -77,6 +80,9 @@ type Feature struct {
 	Field  string        `json:"field,omitempty"` // "" for count
 	Window time.Duration `json:"-"`
 	Tile   time.Duration `json:"-"`
+	// Where is the feature's filter (YAML key where), "" for none: only
+	// events for which it is true are aggregated (see Keeps).
+	Where string `json:"where,omitempty"`
 
 	// Index is the feature's position in FeatureSet.Features.
 	Index int `json:"-"`
@@ -84,6 +90,34 @@ type Feature struct {
 	FieldIndex int `json:"-"`
 	// FieldType is the declared type of Field (Null for count).
 	FieldType Type `json:"-"`
+	// Filter is Where compiled over the set's fields (slot i is
+	// Fields[i]), nil for none.
+	Filter *Expr `json:"-"`
+}
+
+// Keeps reports whether event e passes f's filter (always, for a feature
+// without one): batch and streaming tiling and the training pipeline
+// aggregate only the events it keeps. It does not allocate.
+func (f *Feature) Keeps(e Event) bool { return f.Filter == nil || f.Filter.True(e.Values) }
+
+// fieldEnv is the environment of a filter: the set's fields, each in the
+// slot of its position in Fields (Event.Values).
+func (fs *FeatureSet) fieldEnv() ExprEnv {
+	names := make([]string, len(fs.Fields))
+	for i, f := range fs.Fields {
+		names[i] = f.Name
+	}
+	return ExprEnv{
+		Names: names,
+		Lookup: func(name string) (int, Type, bool) {
+			for i, f := range fs.Fields {
+				if f.Name == name {
+					return i, f.Type, true
+				}
+			}
+			return 0, Null, false
+		},
+	}
 }
 
 // Tiles is the number of whole tiles in f's window: Window/Tile. A read of f

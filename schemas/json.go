@@ -20,7 +20,14 @@ type featureSetJSON struct {
 	Retention       string        `json:"retention"`
 	StaleAfter      string        `json:"stale_after,omitempty"`
 	Features        []featureJSON `json:"features"`
+	Derived         []derivedJSON `json:"derived,omitempty"`
 	File            string        `json:"file,omitempty"`
+}
+
+type derivedJSON struct {
+	Name       string `json:"name"`
+	Expr       string `json:"expr"`
+	ResultType string `json:"result_type"`
 }
 
 type fieldJSON struct {
@@ -32,6 +39,7 @@ type featureJSON struct {
 	Name       string `json:"name"`
 	Op         Op     `json:"op"`
 	Field      string `json:"field,omitempty"`
+	Where      string `json:"where,omitempty"`
 	Window     string `json:"window"`
 	Tile       string `json:"tile"`
 	Qualifier  string `json:"qualifier"`
@@ -52,10 +60,13 @@ func (fs *FeatureSet) MarshalJSON() ([]byte, error) {
 	}
 	for _, f := range fs.Features {
 		j.Features = append(j.Features, featureJSON{
-			Name: f.Name, Op: f.Op, Field: f.Field,
+			Name: f.Name, Op: f.Op, Field: f.Field, Where: f.Where,
 			Window: FormatDuration(f.Window), Tile: FormatDuration(f.Tile),
 			Qualifier: f.Qualifier(), ResultType: f.ResultType().String(),
 		})
+	}
+	for _, d := range fs.Derived {
+		j.Derived = append(j.Derived, derivedJSON{Name: d.Name, Expr: d.Expr, ResultType: d.Type.String()})
 	}
 	return json.Marshal(j)
 }
@@ -92,7 +103,7 @@ func (fs *FeatureSet) UnmarshalJSON(data []byte) error {
 		out.Fields = append(out.Fields, Field{Name: f.Name, Type: t})
 	}
 	for _, f := range j.Features {
-		ft := Feature{Name: f.Name, Op: f.Op, Field: f.Field}
+		ft := Feature{Name: f.Name, Op: f.Op, Field: f.Field, Where: f.Where}
 		if ft.Window, err = parseDurationJSON(f.Window); err != nil {
 			return fmt.Errorf("schemas: feature %s.%s: window: %w", j.Name, f.Name, err)
 		}
@@ -105,9 +116,25 @@ func (fs *FeatureSet) UnmarshalJSON(data []byte) error {
 		out.Features = append(out.Features, ft)
 	}
 	out.index()
+	env := out.fieldEnv()
+	for i := range out.Features {
+		f := &out.Features[i]
+		if f.Where == "" {
+			continue
+		}
+		if f.Filter, err = CompileExpr(f.Where, env, Bool); err != nil {
+			return fmt.Errorf("schemas: feature %s.%s: where: %w", j.Name, f.Name, err)
+		}
+	}
 	for _, f := range out.Features {
 		if !f.Op.Known() || (f.Op.NeedsField() && (f.FieldIndex < 0 || !f.Op.Accepts(f.FieldType))) {
 			return fmt.Errorf("schemas: feature %s.%s: op %q cannot take field %q", j.Name, f.Name, f.Op, f.Field)
+		}
+	}
+	for _, d := range j.Derived {
+		out.Derived = append(out.Derived, Derived{Name: d.Name, Expr: d.Expr})
+		if err := out.compileDerived(len(out.Derived) - 1); err != nil {
+			return fmt.Errorf("schemas: derived feature %s.%s: %w", j.Name, d.Name, err)
 		}
 	}
 	if _, ok := out.fieldIndex[out.Entity.Key]; !ok {

@@ -88,7 +88,7 @@ func TestParseRejects(t *testing.T) {
 		{
 			name: "unknown key",
 			old:  "allowed_lateness: 10m", new: "owner: fraud-team",
-			want: []string{`x.yaml:13: owner: unknown key (want one of name, entity, event_time, fields, sources, allowed_lateness, max_future, retention, stale_after, features)`},
+			want: []string{`x.yaml:13: owner: unknown key (want one of name, entity, event_time, fields, sources, allowed_lateness, max_future, retention, stale_after, features, derived)`},
 		},
 		{
 			name: "typo'd feature key",
@@ -313,7 +313,7 @@ func TestParseRejects(t *testing.T) {
 			old:  "event_time: ts", new: "event_time: tz\nowner: x",
 			want: []string{
 				`x.yaml:3: event_time: field "tz" is not declared in fields (did you mean ts?)`,
-				`x.yaml:4: owner: unknown key (want one of name, entity, event_time, fields, sources, allowed_lateness, max_future, retention, stale_after, features)`,
+				`x.yaml:4: owner: unknown key (want one of name, entity, event_time, fields, sources, allowed_lateness, max_future, retention, stale_after, features, derived)`,
 			},
 		},
 		{

@@ -46,8 +46,11 @@ type ServiceEntry struct {
 	// Key is the request or spine column that holds the set's entity key:
 	// YAML key `key`, by default the name of the set's entity key field.
 	Key string
-	// Features are the features used, in the order listed.
+	// Features are the stored features used, in the order listed.
 	Features []Feature
+	// Outputs are the output indexes (FeatureSet.Output) of every feature
+	// listed, stored or derived, in the order listed.
+	Outputs []int
 }
 
 // KeyType is the type of the entry's key column: that of the set's entity
@@ -56,9 +59,9 @@ func (e ServiceEntry) KeyType() Type { return e.Set.Fields[e.Set.KeyIndex()].Typ
 
 // FeatureNames returns the names of e's features, in order.
 func (e ServiceEntry) FeatureNames() []string {
-	names := make([]string, len(e.Features))
-	for i, f := range e.Features {
-		names[i] = f.Name
+	names := make([]string, len(e.Outputs))
+	for i, o := range e.Outputs {
+		names[i] = e.Set.OutputName(o)
 	}
 	return names
 }
@@ -352,9 +355,9 @@ func (p *serviceParser) features(entry *ServiceEntry, n ast.Node, field string) 
 	fs := entry.Set
 	var names []string
 	if fs != nil {
-		names = make([]string, len(fs.Features))
-		for i, f := range fs.Features {
-			names[i] = f.Name
+		names = make([]string, fs.Outputs())
+		for i := range names {
+			names[i] = fs.OutputName(i)
 		}
 	}
 	firstLine := make(map[string]int, len(items))
@@ -374,7 +377,7 @@ func (p *serviceParser) features(entry *ServiceEntry, n ast.Node, field string) 
 		if fs == nil {
 			continue
 		}
-		f, found := fs.Feature(s)
+		o, found := fs.Output(s)
 		if !found {
 			if h := suggest(s, names); h != "" {
 				p.errorf(item, path, "feature set %s has no feature %q (did you mean %s?)", fs.Name, s, h)
@@ -384,14 +387,17 @@ func (p *serviceParser) features(entry *ServiceEntry, n ast.Node, field string) 
 			ok = false
 			continue
 		}
-		col := FeatureColumn(fs.Name, f.Name)
+		col := FeatureColumn(fs.Name, s)
 		if line, dup := p.columns[col]; dup {
 			p.errorf(item, path, "feature column %q is also the column of the feature at line %d; rename a feature set or feature", col, line)
 			ok = false
 			continue
 		}
 		p.columns[col] = nodeLine(item)
-		entry.Features = append(entry.Features, f)
+		if o < len(fs.Features) {
+			entry.Features = append(entry.Features, fs.Features[o])
+		}
+		entry.Outputs = append(entry.Outputs, o)
 	}
 	return ok
 }

@@ -92,11 +92,11 @@ func (s *Server) feastOnline(w http.ResponseWriter, r *http.Request) error {
 	var cols []feastColumn
 	byName := make(map[string]int)
 	for pi, p := range ss.parts {
-		for slot, fi := range p.shape.feats {
-			f := p.st.fs.Features[fi]
-			name := f.Name
+		for k, o := range p.shape.outs {
+			slot := p.shape.order[k]
+			name := p.st.fs.OutputName(o)
 			if fullNames {
-				name = schemas.FeatureColumn(p.st.fs.Name, f.Name)
+				name = schemas.FeatureColumn(p.st.fs.Name, name)
 			}
 			if prev, dup := byName[name]; dup {
 				hint := "set full_feature_names to true"
@@ -258,7 +258,7 @@ func (s *Server) refService(r *http.Request, refs []string) (*serviceState, erro
 		}
 		p.shape = sh
 		offset[pi] = n
-		n += len(sh.feats)
+		n += len(sh.outs)
 	}
 	ss.order = make([]int, len(order))
 	for i, o := range order {

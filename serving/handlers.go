@@ -131,7 +131,7 @@ func (s *Server) getFeatures(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
 	defer cancel()
 	p := st.plan(sh, at)
-	res := make([]result, len(sh.feats))
+	res := make([]result, sh.width())
 	var fresh Freshness
 	if err := bounded(ctx, "read one entity", func() (err error) {
 		if fresh, err = s.meta.get(ctx, st.fs.Name); err != nil {
@@ -142,7 +142,7 @@ func (s *Server) getFeatures(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	stale := s.stale(st.fs, at, fresh)
-	b := make([]byte, 0, 256+64*len(sh.feats))
+	b := make([]byte, 0, 256+64*len(sh.outs))
 	b = append(b, `{"featureset":`...)
 	b = appendString(b, st.fs.Name)
 	b = append(b, `,"entity":`...)
@@ -213,10 +213,10 @@ func (s *Server) postFeatures(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
 	defer cancel()
 	p := st.plan(sh, at)
-	flat := make([]result, len(unique)*len(sh.feats))
+	flat := make([]result, len(unique)*sh.width())
 	res := make([][]result, len(unique))
 	for i := range res {
-		res[i] = flat[i*len(sh.feats) : (i+1)*len(sh.feats)]
+		res[i] = flat[i*sh.width() : (i+1)*sh.width()]
 	}
 	var fresh Freshness
 	if err := bounded(ctx, "read entities", func() (err error) {
@@ -228,7 +228,7 @@ func (s *Server) postFeatures(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	stale := s.stale(st.fs, at, fresh)
-	b := make([]byte, 0, min(256+len(req.Entities)*(32+48*len(sh.feats))+jsonLen(req.Entities), s.cfg.MaxResponseBytes+1<<16))
+	b := make([]byte, 0, min(256+len(req.Entities)*(32+48*len(sh.outs))+jsonLen(req.Entities), s.cfg.MaxResponseBytes+1<<16))
 	b = append(b, `{"featureset":`...)
 	b = appendString(b, st.fs.Name)
 	b = append(b, `,"at":`...)
@@ -274,8 +274,8 @@ func (s *Server) decodeBatch(w http.ResponseWriter, r *http.Request) (batchReque
 	return req, err
 }
 
-// shapeFor resolves requested feature names (all features when empty;
-// duplicates read once) to a read shape.
+// shapeFor resolves requested feature names, stored or derived (all
+// features when empty; duplicates read once), to a read shape.
 func (st *setState) shapeFor(names []string) (*readShape, error) {
 	if len(names) == 0 {
 		return st.all, nil
@@ -283,16 +283,16 @@ func (st *setState) shapeFor(names []string) (*readShape, error) {
 	feats := make([]int, 0, len(names))
 	seen := make(map[int]bool, len(names))
 	for _, n := range names {
-		f, ok := st.fs.Feature(n)
+		o, ok := st.fs.Output(n)
 		if !ok {
 			return nil, badInput(ErrUnknownFeature, "feature set %s has no feature %q (it has %s)", st.fs.Name, n, st.featureNames())
 		}
-		if !seen[f.Index] {
-			seen[f.Index] = true
-			feats = append(feats, f.Index)
+		if !seen[o] {
+			seen[o] = true
+			feats = append(feats, o)
 		}
 	}
-	if len(feats) == len(st.fs.Features) {
+	if len(feats) == st.fs.Outputs() {
 		same := true
 		for i, fi := range feats {
 			same = same && fi == i
@@ -305,9 +305,9 @@ func (st *setState) shapeFor(names []string) (*readShape, error) {
 }
 
 func (st *setState) featureNames() string {
-	names := make([]string, len(st.fs.Features))
-	for i, f := range st.fs.Features {
-		names[i] = f.Name
+	names := make([]string, st.fs.Outputs())
+	for i := range names {
+		names[i] = st.fs.OutputName(i)
 	}
 	return strings.Join(names, ", ")
 }
@@ -347,12 +347,12 @@ func (s *Server) stale(fs *schemas.FeatureSet, at time.Time, f Freshness) bool {
 // (see the read path) carries it as as_of.
 func (p *plan) appendFeatures(b []byte, res []result, stale bool) []byte {
 	b = append(b, '{')
-	for pos, fi := range p.shape.feats {
-		if pos > 0 {
+	for k, o := range p.shape.outs {
+		if k > 0 {
 			b = append(b, ',')
 		}
-		b = append(b, p.st.prefix[fi]...)
-		r := res[pos]
+		b = append(b, p.st.prefix[o]...)
+		r := res[p.shape.order[k]]
 		switch {
 		case !r.ok:
 			b = append(b, `null,"status":"NOT_FOUND"`...)

@@ -43,6 +43,11 @@ features:
   - {name: last_approved, op: last, field: approved, window: 1d}
   - {name: merchants_7d, op: approx_count_distinct, field: merchant, window: 7d}
   - {name: amount_stddev_1h, op: stddev, field: amount, window: 1h}
+  - {name: declined_amount_24h, op: sum, field: amount, window: 24h, where: not approved}
+  - {name: ab_count_1h, op: count, window: 1h, where: 'merchant in ("a", "b") and amount >= 20'}
+derived:
+  - {name: declined_share_24h, expr: declined_amount_24h / amount_sum_24h}
+  - {name: big_spender, expr: amount_mean_24h > 50 or ab_count_1h >= 2}
 `
 
 const usersYAML = `

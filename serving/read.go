@@ -98,7 +98,10 @@ func newSetState(fs *schemas.FeatureSet, exposeSources bool) (*setState, error) 
 	st.json = append(b, '\n')
 	n := len(fs.Features)
 	st.byRank = make([]int, n)
-	st.prefix = make([][]byte, n)
+	st.prefix = make([][]byte, fs.Outputs())
+	for j, d := range fs.Derived {
+		st.prefix[n+j] = append(appendString(nil, d.Name), `:{"value":`...)
+	}
 	st.empty, st.emptyOK = make([]schemas.Value, n), make([]bool, n)
 	for i, f := range fs.Features {
 		q := f.Qualifier()
@@ -113,7 +116,7 @@ func newSetState(fs *schemas.FeatureSet, exposeSources bool) (*setState, error) 
 	slices.SortFunc(st.byRank, func(a, b int) int {
 		return strings.Compare(fs.Features[a].Qualifier(), fs.Features[b].Qualifier())
 	})
-	all := make([]int, n)
+	all := make([]int, fs.Outputs())
 	for i := range all {
 		all[i] = i
 	}
@@ -123,30 +126,70 @@ func newSetState(fs *schemas.FeatureSet, exposeSources bool) (*setState, error) 
 
 // readShape is the at-independent part of a read plan: which features, in
 // which order, and the column ranges of the filter.
+//
+// A request names outputs (schemas.FeatureSet.Output): stored features and
+// derived ones. The shape reads the stored features feats (those
+// requested, then the inputs of the requested derived ones); the results
+// of one entity's read hold one entry per feats, then one per derived
+// feature (computed by merge with schemas.FeatureSet.EvalDerived), and
+// order maps the response's outputs to those entries.
 type readShape struct {
-	feats    []int         // feature indexes in response order
+	outs     []int         // output indexes in response order
+	order    []int         // position in outs → entry in a read's results
+	derived  []int         // derived features computed (indexes into Derived)
+	feats    []int         // stored feature indexes read
 	slot     []int         // feature index → position in feats, or -1
 	maxWin   time.Duration // the longest Window + Tile of feats: how far back a read goes
 	maxTiles int           // N: the largest Window/Tile + 1 of feats
 	columns  []columnRange // nil when feats is every feature
 }
 
+// width is the number of results of one entity's read: the stored
+// features read, then the derived features.
+func (sh *readShape) width() int { return len(sh.feats) + len(sh.derived) }
+
 // columnRange selects the qualifiers [lo, hi).
 type columnRange struct{ lo, hi string }
 
-// shape plans a read of the given features (indexes, no duplicates).
-func (st *setState) shape(feats []int) *readShape {
-	sh := &readShape{feats: feats, slot: make([]int, len(st.fs.Features))}
+// shape plans a read of the given outputs (indexes, no duplicates).
+func (st *setState) shape(outs []int) *readShape {
+	n := len(st.fs.Features)
+	sh := &readShape{outs: outs, order: make([]int, len(outs)), slot: make([]int, n)}
 	for i := range sh.slot {
 		sh.slot[i] = -1
 	}
-	for pos, fi := range feats {
-		sh.slot[fi] = pos
+	add := func(fi int) {
+		if sh.slot[fi] < 0 {
+			sh.slot[fi] = len(sh.feats)
+			sh.feats = append(sh.feats, fi)
+		}
+	}
+	for _, o := range outs {
+		if o < n {
+			add(o)
+		}
+	}
+	for _, o := range outs {
+		if o >= n {
+			for _, fi := range st.fs.Derived[o-n].Inputs {
+				add(fi)
+			}
+		}
+	}
+	for k, o := range outs {
+		if o < n {
+			sh.order[k] = sh.slot[o]
+			continue
+		}
+		sh.order[k] = len(sh.feats) + len(sh.derived)
+		sh.derived = append(sh.derived, o-n)
+	}
+	for _, fi := range sh.feats {
 		f := st.fs.Features[fi]
 		sh.maxWin = max(sh.maxWin, f.Window+f.Tile)
 		sh.maxTiles = max(sh.maxTiles, f.Tiles()+1)
 	}
-	if len(feats) == len(st.fs.Features) {
+	if len(sh.feats) == len(st.fs.Features) {
 		return sh
 	}
 	// Walk the qualifiers in sorted order, cutting a run wherever the next
@@ -223,7 +266,8 @@ type result struct {
 }
 
 // merge folds the cells of row into one result per requested feature,
-// written to out (len(shape.feats)). A nil row is an entity without data.
+// written to out (shape.width(): the stored features, then the derived
+// ones). A nil row is an entity without data.
 func (p *plan) merge(row bigtable.Row, fresh Freshness, out []result) error {
 	st, sh := p.st, p.shape
 	hasTb := !fresh.BatchWatermark.IsZero()
@@ -238,7 +282,7 @@ func (p *plan) merge(row bigtable.Row, fresh Freshness, out []result) error {
 		}
 	}
 	headOK := hasNewest && newest < p.atMicros // a stream head tile holds no event at or after at
-	for pos := range sh.feats {
+	for pos := range out {
 		out[pos] = result{}
 	}
 	var accs []aggregate.Partial
@@ -298,7 +342,33 @@ func (p *plan) merge(row bigtable.Row, fresh Freshness, out []result) error {
 		}
 		out[pos].v, out[pos].ok = accs[pos].Result()
 	}
+	if len(sh.derived) > 0 {
+		st.derive(sh, out)
+	}
 	return nil
+}
+
+// derive computes the derived features of sh from the stored results in
+// out[:len(sh.feats)] into out[len(sh.feats):] with the one evaluator the
+// training pipeline uses too. A derived value is NOT_FOUND when it is null
+// (an input without a value, a division by zero; see schemas/README.md),
+// and exact at the earliest as_of of its inputs.
+func (st *setState) derive(sh *readShape, out []result) {
+	fs := st.fs
+	vals := make([]schemas.Value, fs.Outputs())
+	asOf := make([]int64, fs.Outputs())
+	for pos, fi := range sh.feats {
+		if out[pos].ok {
+			vals[fi] = out[pos].v
+		}
+		asOf[fi] = out[pos].asOf
+	}
+	fs.EvalDerived(vals, asOf)
+	n := len(fs.Features)
+	for k, j := range sh.derived {
+		v := vals[n+j]
+		out[len(sh.feats)+k] = result{v: v, ok: !v.IsNull(), asOf: asOf[n+j]}
+	}
 }
 
 // bounded runs f and returns its error, or returns early with ErrUnavailable

@@ -51,18 +51,27 @@ func TestGetFeatures(t *testing.T) {
 			"last_approved":    {true, "PRESENT"},
 			"merchants_7d":     {num("3"), "PRESENT"},
 			"amount_stddev_1h": {num(fmt.Sprint(math.Sqrt(800.0 / 3))), "PRESENT"},
+			// where: not approved (amount ≥ 100): the 200 only.
+			"declined_amount_24h": {num("200"), "PRESENT"},
+			"ab_count_1h":         {num("0"), "PRESENT"},
+			"declined_share_24h":  {num(fmt.Sprint(200.0 / 290)), "PRESENT"},
+			"big_spender":         {true, "PRESENT"}, // mean 72.5 > 50
 		}},
 		{"unknown entity", "nobody", map[string][2]any{
-			"txn_count_1h":     {num("0"), "PRESENT"},
-			"amount_sum_24h":   {num("0"), "PRESENT"},
-			"amount_mean_24h":  {nil, "NOT_FOUND"},
-			"amount_max_1h":    {nil, "NOT_FOUND"},
-			"items_sum_1h":     {num("0"), "PRESENT"},
-			"first_ts_1h":      {nil, "NOT_FOUND"},
-			"last_merchant":    {nil, "NOT_FOUND"},
-			"last_approved":    {nil, "NOT_FOUND"},
-			"merchants_7d":     {num("0"), "PRESENT"},
-			"amount_stddev_1h": {nil, "NOT_FOUND"},
+			"txn_count_1h":        {num("0"), "PRESENT"},
+			"amount_sum_24h":      {num("0"), "PRESENT"},
+			"amount_mean_24h":     {nil, "NOT_FOUND"},
+			"amount_max_1h":       {nil, "NOT_FOUND"},
+			"items_sum_1h":        {num("0"), "PRESENT"},
+			"first_ts_1h":         {nil, "NOT_FOUND"},
+			"last_merchant":       {nil, "NOT_FOUND"},
+			"last_approved":       {nil, "NOT_FOUND"},
+			"merchants_7d":        {num("0"), "PRESENT"},
+			"amount_stddev_1h":    {nil, "NOT_FOUND"},
+			"declined_amount_24h": {num("0"), "PRESENT"},
+			"ab_count_1h":         {num("0"), "PRESENT"},
+			"declined_share_24h":  {nil, "NOT_FOUND"}, // 0 / 0
+			"big_spender":         {nil, "NOT_FOUND"}, // null or false
 		}},
 	}
 	for _, tc := range tests {
@@ -150,8 +159,8 @@ func TestPostFeatures(t *testing.T) {
 	t.Run("all features by default", func(t *testing.T) {
 		r := e.do(http.MethodPost, "/v1/features/cards", fmt.Sprintf(`{"entities": ["c1"], "at": %q}`, at))
 		res := r.body["results"].([]any)
-		if got := len(featuresOf(t, res[0].(map[string]any)["features"])); got != len(e.cards.Features) {
-			t.Errorf("got %d features, want %d", got, len(e.cards.Features))
+		if got := len(featuresOf(t, res[0].(map[string]any)["features"])); got != e.cards.Outputs() {
+			t.Errorf("got %d features, want %d", got, e.cards.Outputs())
 		}
 	})
 

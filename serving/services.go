@@ -243,7 +243,7 @@ func (s *Server) readService(ctx context.Context, ss *serviceState, rows [][]str
 			}
 			rd.pos[i][r] = j
 		}
-		nf := len(p.shape.feats)
+		nf := p.shape.width()
 		flat := make([]result, len(entities[i])*nf)
 		rd.res[i] = make([][]result, len(entities[i]))
 		for j := range rd.res[i] {

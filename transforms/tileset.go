@@ -28,10 +28,14 @@ type TileSet struct {
 func NewTileSet() *TileSet { return &TileSet{Tiles: make(map[TileID]aggregate.Partial)} }
 
 // Add folds event e into the tile of every feature of set that contains its
-// event time.
+// event time and whose filter keeps it (schemas.Feature.Keeps); a feature
+// whose filter drops e gets no tile from it.
 func (ts *TileSet) Add(set *schemas.FeatureSet, e schemas.Event) {
 	for i := range set.Features {
 		f := &set.Features[i]
+		if !f.Keeps(e) {
+			continue
+		}
 		id := TileID{Feature: i, Start: schemas.TileStart(e.Time, f.Tile)}
 		p, ok := ts.Tiles[id]
 		if !ok {

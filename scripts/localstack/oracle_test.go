@@ -31,6 +31,26 @@ func floorTo(t time.Time, d time.Duration) time.Time {
 	return t.Truncate(d) // Truncate rounds down relative to the zero time; d divides a day, and the epoch is a day boundary
 }
 
+// oracleKeep is the `where:` of a feature of testdata/oracle.yaml written
+// out in Go, sharing no code with schemas' expressions (fields: account n x
+// s ok ts).
+func oracleKeep(feature string) func(schemas.Event) bool {
+	switch feature {
+	case "notok_cnt_10m": // not ok
+		return func(e schemas.Event) bool { return !e.Values[4].IsNull() && e.Values[4].Int == 0 }
+	case "sum_x_big_1h": // x > 0 and s in ("apple", "kiwi")
+		return func(e schemas.Event) bool {
+			x, s := e.Values[2], e.Values[3]
+			return !x.IsNull() && x.Float > 0 && !s.IsNull() && (s.Str == "apple" || s.Str == "kiwi")
+		}
+	case "max_n_1h": // n < 0 or ok is null
+		return func(e schemas.Event) bool {
+			return !e.Values[1].IsNull() && e.Values[1].Int < 0 || e.Values[4].IsNull()
+		}
+	}
+	return func(schemas.Event) bool { return true }
+}
+
 // expected computes a feature's value at `at` by brute force over the raw
 // events, under the window contract: the events with event time in
 // [floor(at − window), at), floor to the feature's tile size. It shares no
@@ -38,8 +58,9 @@ func floorTo(t time.Time, d time.Duration) time.Time {
 func expected(set *schemas.FeatureSet, f schemas.Feature, events []schemas.Event, at time.Time) (any, bool) {
 	from, to := floorTo(at.Add(-f.Window), f.Tile), at
 	var in []schemas.Event
+	keep := oracleKeep(f.Name)
 	for _, e := range events {
-		if t := e.EventTime(); !t.Before(from) && t.Before(to) {
+		if t := e.EventTime(); !t.Before(from) && t.Before(to) && keep(e) {
 			in = append(in, e)
 		}
 	}
@@ -356,7 +377,7 @@ func TestOracle(t *testing.T) {
 		time.Now().UTC(),                        // now
 	}
 	entities := []string{"a_1", "a_2", "a_3", "a_4", "a_5", "a_6", "nobody"}
-	checked, asOfs := 0, 0
+	checked, asOfs, derived := 0, 0, 0
 	for _, at := range reads {
 		got := postFeatures(t, hs.URL, set.Name, entities, at)
 		for _, ent := range got {
@@ -372,6 +393,7 @@ func TestOracle(t *testing.T) {
 					newest = e.EventTime()
 				}
 			}
+			brute := map[string]bruteValue{}
 			for _, f := range set.Features {
 				fj, present := ent.Features[f.Name]
 				if !present {
@@ -396,17 +418,58 @@ func TestOracle(t *testing.T) {
 					exact = a
 				}
 				want, ok := expected(set, f, evs, exact)
+				brute[f.Name] = bruteValue{want, ok, fj.AsOf}
 				checked++
 				if msg := compareValue(f, want, ok, fj); msg != "" {
 					t.Errorf("at %s %s/%s: %s", at.Format(time.RFC3339Nano), ent.Entity, f.Name, msg)
 				}
 			}
+			if checkShare(t, fmt.Sprintf("at %s %s", at.Format(time.RFC3339Nano), ent.Entity), ent.Features["notok_share_10m"], brute) {
+				derived++
+			}
 		}
+	}
+	if derived == 0 {
+		t.Error("every notok_share_10m was null: the test does not reach the derived feature")
 	}
 	t.Logf("checked %d values at %d read times (%d exact at their head tile's start, as_of): %d history events, %d live, %d late", checked, len(reads), asOfs, len(tl.history), len(live), len(tl.late))
 	if asOfs == 0 {
 		t.Error("no value came with as_of: the reads of the past do not reach the rule")
 	}
+}
+
+// bruteValue is a feature's brute-force value (ok false: NOT_FOUND) and
+// the as_of the server gave it.
+type bruteValue struct {
+	v    any
+	ok   bool
+	asOf string
+}
+
+// checkShare checks the derived notok_share_10m = notok_cnt_10m / cnt_10m
+// against the brute-force values of its inputs, written out in Go: null
+// (NOT_FOUND) when cnt_10m is 0, as_of the earlier of the inputs'. It
+// reports whether the value was not null.
+func checkShare(t *testing.T, where string, got featureJSON, in map[string]bruteValue) bool {
+	t.Helper()
+	n, c := in["notok_cnt_10m"], in["cnt_10m"]
+	asOf := n.asOf
+	if c.asOf != "" && (asOf == "" || c.asOf < asOf) {
+		asOf = c.asOf
+	}
+	if got.AsOf != asOf {
+		t.Errorf("%s: notok_share_10m as_of %q, want %q", where, got.AsOf, asOf)
+	}
+	if c.v.(int64) == 0 {
+		if msg := compareValue(schemas.Feature{}, nil, false, got); msg != "" {
+			t.Errorf("%s: notok_share_10m: %s", where, msg)
+		}
+		return false
+	}
+	if msg := compareValue(schemas.Feature{}, float64(n.v.(int64))/float64(c.v.(int64)), true, got); msg != "" {
+		t.Errorf("%s: notok_share_10m: %s", where, msg)
+	}
+	return true
 }
 
 func postFeatures(t *testing.T, base, set string, entities []string, at time.Time) []entityJSON {

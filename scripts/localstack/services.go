@@ -45,9 +45,9 @@ func showServices(ctx context.Context, out io.Writer, logf func(string, ...any),
 		}
 		var vals []string
 		for _, e := range svc.Entries {
-			for _, f := range e.Features {
-				v, _ := res.Value(e.Set.Name, f.Name)
-				s := fmt.Sprintf("%s.%s=%v", e.Set.Name, f.Name, v.Value)
+			for _, name := range e.FeatureNames() {
+				v, _ := res.Value(e.Set.Name, name)
+				s := fmt.Sprintf("%s.%s=%v", e.Set.Name, name, v.Value)
 				if v.Status != client.Present {
 					s += "(" + string(v.Status) + ")"
 				}

@@ -120,6 +120,9 @@ func (t *Tiles) Add(events ...schemas.Event) {
 			t.newest[e.Key] = e.Time
 		}
 		for i, f := range t.set.Features {
+			if !f.Keeps(e) {
+				continue // as the pipelines tile: a filtered-out event makes no tile
+			}
 			id := tileID{e.Key, i, schemas.TileStart(e.Time, f.Tile)}
 			p, ok := t.parts[id]
 			if !ok {

@@ -159,8 +159,10 @@ func (et *entityTiles) add(set *schemas.FeatureSet, events []schemas.Event, dirt
 	for _, e := range events {
 		et.Tiles.Add(set, e)
 		et.Newest = max(et.Newest, e.Time)
-		for i, f := range set.Features {
-			dirty[transforms.TileID{Feature: i, Start: schemas.TileStart(e.Time, f.Tile)}] = true
+		for i := range set.Features {
+			if f := &set.Features[i]; f.Keeps(e) {
+				dirty[transforms.TileID{Feature: i, Start: schemas.TileStart(e.Time, f.Tile)}] = true
+			}
 		}
 	}
 }

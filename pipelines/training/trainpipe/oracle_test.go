@@ -57,6 +57,12 @@ features:
   - {name: ok_last_24h, op: last, field: ok, window: 24h, tile: 3h}
   - {name: s_distinct_7d, op: approx_count_distinct, field: s, window: 7d}
   - {name: n_distinct_1h, op: approx_count_distinct, field: n, window: 1h}
+  - {name: notok_count_1h, op: count, window: 1h, where: not ok}
+  - {name: x_sum_big_24h, op: sum, field: x, window: 24h, where: 'x > 10000 and s in ("apple", "kiwi")'}
+  - {name: n_max_1h, op: max, field: n, window: 1h, tile: 15m, where: n < 0 or ok is null}
+derived:
+  - {name: big_x_per_c, expr: x_sum_big_24h / c_1h}
+  - {name: notok_or_low, expr: 'notok_count_1h > 3 or coalesce(n_max_1h, 0) < -400'}
 `
 
 // oracleT0 is a fixed date: nothing in the training pipeline compares event
@@ -150,8 +156,9 @@ func bruteForce(f schemas.Feature, events []schemas.Event, key string, at int64)
 	lo := at - w
 	lo -= ((lo % t) + t) % t
 	var in []schemas.Event
+	keep := oracleKeep(f.Name)
 	for _, e := range events {
-		if e.Key == key && e.Time >= lo && e.Time < at {
+		if e.Key == key && e.Time >= lo && e.Time < at && keep(e) {
 			in = append(in, e)
 		}
 	}
@@ -408,6 +415,43 @@ func fromJSON(t *testing.T, v any, typ schemas.Type) any {
 	return fromText(t, n.String(), typ)
 }
 
+// oracleKeep is the `where:` of an oracleDef feature written out in Go,
+// sharing no code with schemas' expressions (fields: account n x s ok ts).
+func oracleKeep(feature string) func(schemas.Event) bool {
+	switch feature {
+	case "notok_count_1h": // not ok
+		return func(e schemas.Event) bool { return !e.Values[4].IsNull() && e.Values[4].Int == 0 }
+	case "x_sum_big_24h": // x > 10000 and s in ("apple", "kiwi")
+		return func(e schemas.Event) bool {
+			x, s := e.Values[2], e.Values[3]
+			return !x.IsNull() && x.Float > 10000 && !s.IsNull() && (s.Str == "apple" || s.Str == "kiwi")
+		}
+	case "n_max_1h": // n < 0 or ok is null
+		return func(e schemas.Event) bool {
+			return !e.Values[1].IsNull() && e.Values[1].Int < 0 || e.Values[4].IsNull()
+		}
+	}
+	return func(schemas.Event) bool { return true }
+}
+
+// oracleDerive is an oracleDef derived feature written out in Go over the
+// brute-force values of its inputs (nil: null), sharing no code with
+// schemas' expressions.
+func oracleDerive(name string, in map[string]any) any {
+	switch name {
+	case "big_x_per_c": // x_sum_big_24h / c_1h
+		s, c := in["x_sum_big_24h"].(float64), in["c_1h"].(int64)
+		if c == 0 {
+			return nil
+		}
+		return s / float64(c)
+	case "notok_or_low": // notok_count_1h > 3 or coalesce(n_max_1h, 0) < -400
+		m, _ := in["n_max_1h"].(int64) // null: 0
+		return in["notok_count_1h"].(int64) > 3 || m < -400
+	}
+	panic("no oracle for derived feature " + name)
+}
+
 // TestOracle runs the pipeline on a random history and spine, for every
 // spine and output format, and checks every value against brute force.
 func TestOracle(t *testing.T) {
@@ -442,26 +486,42 @@ func TestOracle(t *testing.T) {
 			if len(rows) != len(instants) {
 				t.Fatalf("%d output rows, want %d", len(rows), len(instants))
 			}
-			checked := 0
+			checked, derivedNonNull := 0, 0
 			for _, row := range rows {
 				i := labelOf(t, row["label"])
 				q := instants[i]
 				if row["account"] != q.key {
 					t.Fatalf("row %d: account %v, want %s", i, row["account"], q.key)
 				}
+				brute := map[string]any{}
 				for _, f := range set.Features {
 					got := row[schemas.FeatureColumn(set.Name, f.Name)]
 					want, ok := bruteForce(f, events, q.key, q.at)
 					if !ok {
 						want = nil
 					}
+					brute[f.Name] = want
 					if !agrees(f, got, want) {
 						t.Errorf("%s at %s (row %d): %v, want %v", f.Name, time.UnixMicro(q.at).UTC().Format(time.RFC3339Nano), i, got, want)
 					}
 					checked++
 				}
+				for _, d := range set.Derived {
+					got := row[schemas.FeatureColumn(set.Name, d.Name)]
+					want := oracleDerive(d.Name, brute)
+					if !agrees(schemas.Feature{}, got, want) {
+						t.Errorf("%s at %s (row %d): %v, want %v (inputs %v)", d.Name, time.UnixMicro(q.at).UTC().Format(time.RFC3339Nano), i, got, want, brute)
+					}
+					if want != nil {
+						derivedNonNull++
+					}
+					checked++
+				}
 			}
 			t.Logf("%d values checked", checked)
+			if derivedNonNull == 0 {
+				t.Error("every derived value was null: the test does not reach the evaluator")
+			}
 		})
 	}
 }

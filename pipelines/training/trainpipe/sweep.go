@@ -21,7 +21,8 @@ type Query struct {
 	Row []schemas.Value
 }
 
-// Sweep computes the features feats (indexes into set.Features) of one
+// Sweep computes the features feats (output indexes, schemas.FeatureSet.Output:
+// stored features and derived ones) of one
 // entity at the instant of every query, from the entity's events, under
 // the window contract: the value at `at` aggregates the events with time
 // in Feature.Span(at) = [TileStart(at) − Window, at).
@@ -42,7 +43,9 @@ type Query struct {
 // Events are ordered by time and, among equal times, by their values, so
 // the result does not depend on the order they come in. emit receives, per
 // query (in order of time), its values, one per feature of feats, a null
-// Value where the server says NOT_FOUND.
+// Value where the server says NOT_FOUND. A derived feature is computed from
+// the values of its inputs at the same instant by the server's evaluator,
+// schemas.FeatureSet.EvalDerived.
 func Sweep(set *schemas.FeatureSet, feats []int, events []schemas.Event, queries []Query, emit func(q Query, vals []schemas.Value)) error {
 	slices.SortFunc(events, compareEvents)
 	slices.SortStableFunc(queries, func(a, b Query) int { return cmp.Compare(a.At, b.At) })
@@ -50,12 +53,31 @@ func Sweep(set *schemas.FeatureSet, feats []int, events []schemas.Event, queries
 	for i := range out {
 		out[i] = make([]schemas.Value, len(feats))
 	}
-	for slot, fi := range feats {
-		if err := sweepFeature(set.Features[fi], events, queries, func(qi int, v schemas.Value) { out[qi][slot] = v }); err != nil {
+	stored := feats
+	var all [][]schemas.Value // per query, every output (see EvalDerived), when feats has derived ones
+	if slices.ContainsFunc(feats, func(o int) bool { return o >= len(set.Features) }) {
+		stored = set.StoredInputs(feats)
+		all = make([][]schemas.Value, len(queries))
+		for i := range all {
+			all[i] = make([]schemas.Value, set.Outputs())
+		}
+	}
+	for slot, fi := range stored {
+		put := func(qi int, v schemas.Value) { out[qi][slot] = v }
+		if all != nil {
+			put = func(qi int, v schemas.Value) { all[qi][fi] = v }
+		}
+		if err := sweepFeature(set.Features[fi], events, queries, put); err != nil {
 			return fmt.Errorf("feature %s.%s: %w", set.Name, set.Features[fi].Name, err)
 		}
 	}
 	for i, q := range queries {
+		if all != nil {
+			set.EvalDerived(all[i], nil)
+			for slot, o := range feats {
+				out[i][slot] = all[i][o]
+			}
+		}
 		emit(q, out[i])
 	}
 	return nil
@@ -106,6 +128,9 @@ func sweepFeature(f schemas.Feature, events []schemas.Event, queries []Query, se
 		// Whole tiles: every event before the head tile.
 		for ; next < len(events) && events[next].Time < h; next++ {
 			e := events[next]
+			if !f.Keeps(e) {
+				continue
+			}
 			s := schemas.TileStart(e.Time, f.Tile)
 			if cur != nil && s != curStart {
 				if err := closeTile(); err != nil {
@@ -135,10 +160,13 @@ func sweepFeature(f schemas.Feature, events []schemas.Event, queries []Query, se
 			head, headStart, headNext = nil, h, next
 		}
 		for ; headNext < len(events) && events[headNext].Time < q.At; headNext++ {
+			e := events[headNext]
+			if !f.Keeps(e) {
+				continue
+			}
 			if head == nil {
 				head = aggregate.For(f)
 			}
-			e := events[headNext]
 			head.Add(value(e), e.Time)
 		}
 		// The server's merge: newest cell first.

@@ -47,14 +47,15 @@ type Request struct {
 	// Key is the spine column holding the set's entity key; by default the
 	// set's entity key field name (card_id).
 	Key string
-	// Features are the names of the features wanted, in output order; by
-	// default every feature of the set, in definition order.
+	// Features are the names of the features wanted, stored or derived, in
+	// output order; by default every feature of the set, in definition
+	// order, then its derived features.
 	Features []string
 	// Source is where the set's events come from; by default the set's
 	// sources.batch.
 	Source schemas.BatchSource
 
-	feats []int // indexes of Features in Set.Features
+	feats []int // output indexes of Features (schemas.FeatureSet.Output)
 }
 
 // Output is where the training rows go.
@@ -132,20 +133,20 @@ func Prepare(ctx context.Context, cfg *Config) error {
 			r.Key = r.Set.Entity.Key
 		}
 		if len(r.Features) == 0 {
-			for _, f := range r.Set.Features {
-				r.Features = append(r.Features, f.Name)
+			for i := range r.Set.Outputs() {
+				r.Features = append(r.Features, r.Set.OutputName(i))
 			}
 		}
 		r.feats = r.feats[:0]
 		for _, name := range r.Features {
-			f, ok := r.Set.Feature(name)
+			o, ok := r.Set.Output(name)
 			if !ok {
 				return fmt.Errorf("%w: feature set %s has no feature %q", ErrConfig, r.Set.Name, name)
 			}
-			if slices.Contains(r.feats, f.Index) {
+			if slices.Contains(r.feats, o) {
 				return fmt.Errorf("%w: feature %s.%s requested twice", ErrConfig, r.Set.Name, name)
 			}
-			r.feats = append(r.feats, f.Index)
+			r.feats = append(r.feats, o)
 		}
 		if r.Source == (schemas.BatchSource{}) {
 			src, err := batchpipe.DefaultSource(r.Set)
@@ -179,8 +180,8 @@ func Prepare(ctx context.Context, cfg *Config) error {
 			return fmt.Errorf("%w: spine column %q, the key of feature set %s, holds %s values; a key is a string or an integer",
 				ErrConfig, r.Key, r.Set.Name, t)
 		}
-		for _, fi := range r.feats {
-			if name := schemas.FeatureColumn(r.Set.Name, r.Set.Features[fi].Name); names[name] {
+		for _, o := range r.feats {
+			if name := schemas.FeatureColumn(r.Set.Name, r.Set.OutputName(o)); names[name] {
 				return fmt.Errorf("%w: the spine already has a column %q", ErrConfig, name)
 			}
 		}
@@ -193,9 +194,8 @@ func Prepare(ctx context.Context, cfg *Config) error {
 func (cfg *Config) Columns() []Column {
 	cols := slices.Clone(cfg.Spine.Columns)
 	for _, r := range cfg.Requests {
-		for _, fi := range r.feats {
-			f := r.Set.Features[fi]
-			cols = append(cols, Column{Name: schemas.FeatureColumn(r.Set.Name, f.Name), Type: f.ResultType()})
+		for _, o := range r.feats {
+			cols = append(cols, Column{Name: schemas.FeatureColumn(r.Set.Name, r.Set.OutputName(o)), Type: r.Set.OutputType(o)})
 		}
 	}
 	return cols
@@ -208,7 +208,7 @@ func (cfg *Config) Columns() []Column {
 // after its instant).
 func (cfg *Config) ReadRange(r Request) (from, to time.Time) {
 	var w, t time.Duration
-	for _, fi := range r.feats {
+	for _, fi := range r.Set.StoredInputs(r.feats) {
 		w, t = max(w, r.Set.Features[fi].Window), max(t, r.Set.Features[fi].Tile)
 	}
 	from = time.UnixMicro(cfg.Spine.MinAt).Add(-w - t).UTC()
