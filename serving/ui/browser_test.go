@@ -209,6 +209,21 @@ func (b *browser) screenshot(name string) {
 	b.t.Logf("screenshot %s (%d bytes)", p, len(png))
 }
 
+// elementShot writes a PNG of the element sel only (the pictures of the
+// README, docs/ui-*.png, are these).
+func (b *browser) elementShot(sel, name string) {
+	b.t.Helper()
+	png, err := chromedp.Run(b.ctx, chromedp.Screenshot(chromedp.CSS(sel)))
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	p := filepath.Join(screenshotDir, name+".png")
+	if err := os.WriteFile(p, png, 0o644); err != nil {
+		b.t.Fatal(err)
+	}
+	b.t.Logf("screenshot %s (%d bytes)", p, len(png))
+}
+
 type viewport struct {
 	name   string
 	w, h   int64
@@ -452,6 +467,9 @@ func TestPages(t *testing.T) {
 				t.Errorf("freshness rows (-want +got):\n%s", diff)
 			}
 			b.screenshot("freshness-" + vp.name)
+			if vp.name == "desktop" {
+				b.elementShot("main", "readme-freshness")
+			}
 			b.noConsoleErrors("freshness")
 		})
 		t.Run("entity/"+vp.name, func(t *testing.T) {
@@ -543,6 +561,9 @@ func TestPages(t *testing.T) {
 				t.Errorf("note %q does not say that last_merchant (strings) is not drawn", note)
 			}
 			b.screenshot("entity-" + vp.name)
+			if vp.name == "desktop" {
+				b.elementShot("#history-card", "readme-history")
+			}
 			b.noConsoleErrors("entity")
 		})
 	}
@@ -595,13 +616,13 @@ func TestBadInput(t *testing.T) {
 			b.setValue("#key", tc.key)
 			b.setValue("#at", tc.at)
 			b.do(chromedp.Click(chromedp.CSS("#lookup button")))
-			b.waitFor("document.querySelector('#error .error') !== null")
+			b.waitFor("document.querySelector('#lookup-error .error') !== null")
 			path := "/v1/features/card_activity/" + url.PathEscape(tc.key)
 			if tc.at != "" {
 				path += "?at=" + url.QueryEscape(tc.at)
 			}
 			status, msg := f.apiMessage(path, "")
-			got := eval[string](b, `document.querySelector('#error .error').textContent`)
+			got := eval[string](b, `document.querySelector('#lookup-error .error').textContent`)
 			if !strings.Contains(got, msg) || !strings.Contains(got, fmt.Sprint(status)) {
 				t.Errorf("page shows %q, want the API's %d %q", got, status, msg)
 			}

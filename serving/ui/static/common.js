@@ -165,6 +165,7 @@ export function start(page, load) {
     try {
       await load();
       auth.hidden = true;
+      document.querySelector('main').hidden = false;
       document.body.dataset.ready = 'true';
     } catch (err) {
       if (authFailed(err)) {
@@ -202,6 +203,7 @@ function showKeyPrompt(err, retry) {
     ? 'The server did not accept this key.'
     : 'This server asks for an API key.';
   auth.hidden = false;
+  document.querySelector('main').hidden = true; // nothing to show without a key
   const form = document.getElementById('auth-form');
   const input = document.getElementById('auth-key');
   form.onsubmit = (e) => {
@@ -209,6 +211,7 @@ function showKeyPrompt(err, retry) {
     setKey(input.value.trim());
     input.value = '';
     auth.hidden = true;
+    document.querySelector('main').hidden = false;
     retry();
   };
   input.focus();
@@ -226,7 +229,7 @@ function renderKeyState(rerun) {
     setKey('');
     rerun();
   };
-  box.replaceChildren('API key set for this tab', forget);
+  box.replaceChildren('API key given for this tab', forget);
 }
 
 function markNav(page) {

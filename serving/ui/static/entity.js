@@ -76,9 +76,15 @@ async function lookup() {
   const set = state.sets.get($('set').value);
   const key = $('key').value;
   const at = $('at').value.trim();
-  $('error').replaceChildren();
+  $('lookup-error').replaceChildren();
   if (!set) throw new Error('choose a feature set');
-  const res = await api(featurePath(set.name, key, {at}));
+  let res;
+  try {
+    res = await api(featurePath(set.name, key, {at}));
+  } catch (err) {
+    $('values-card').hidden = true; // not the values of an earlier lookup under this error
+    throw err;
+  }
   const changed = !state.set || state.set.name !== set.name;
   state.set = set;
   state.key = key;
@@ -93,6 +99,9 @@ async function lookup() {
 }
 
 // --- history --------------------------------------------------------------
+
+// iso is an instant in milliseconds as RFC 3339 in UTC, to the second.
+const iso = (ms) => new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z');
 
 const rfc3339 = /^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$/;
 
@@ -160,9 +169,9 @@ async function drawHistory() {
         const f = (fs.features || []).find((x) => x.name === n);
         return f ? parseDuration(f.window) + parseDuration(f.tile) : 0;
       }));
-      const oldest = now - retention + reach + 60e3;
+      const oldest = Math.ceil((now - retention + reach + 60e3) / 60e3) * 60e3;
       if (from < oldest && oldest < to) {
-        clamped = 'The range starts at ' + new Date(oldest).toISOString() + ': ' + fs.name + ' keeps ' + fs.retention +
+        clamped = 'The range starts at ' + iso(oldest) + ': ' + fs.name + ' keeps ' + fs.retention +
           ' of tiles, so these windows can be read no further back.';
         from = oldest;
       }
@@ -185,7 +194,7 @@ async function drawHistory() {
       box.prepend(failed.length + ' of ' + reads.length + ' reads failed; the first said: ');
       $('history-error').replaceChildren(box);
     }
-    progress.textContent = ok.length + ' reads from ' + new Date(from).toISOString() + ' to ' + new Date(to).toISOString() + '. ' + clamped;
+    progress.textContent = ok.length + ' reads from ' + iso(from) + ' to ' + iso(to) + '. ' + clamped;
     renderChart(fs, chosen, ok);
     renderHistoryTable(chosen, ok);
     syncURL({features: chosen.join(',')});
@@ -306,12 +315,12 @@ function utcLabels(u, splits) {
 }
 
 // drawStatus draws a marker per value: filled in the line's colour when
-// PRESENT, amber when STALE, and a hollow grey one on the bottom edge where
-// the value is NOT_FOUND (the line has a gap there).
+// PRESENT, amber when STALE, and, where the value is NOT_FOUND (the line has
+// a gap there), a hollow one in the line's colour just under the plot.
 function drawStatus(u, statusOf) {
   const ctx = u.ctx;
   const r = 3.5 * devicePixelRatio;
-  const bottom = u.bbox.top + u.bbox.height - r - 1;
+  const bottom = u.bbox.top + u.bbox.height + r + 2 * devicePixelRatio;
   ctx.save();
   ctx.lineWidth = 1.5 * devicePixelRatio;
   for (let k = 1; k < u.series.length; k++) {
@@ -327,7 +336,7 @@ function drawStatus(u, statusOf) {
       if (y === null) {
         ctx.arc(cx, bottom, r, 0, 2 * Math.PI);
         ctx.fillStyle = '#fff';
-        ctx.strokeStyle = '#6b7280';
+        ctx.strokeStyle = colors[k - 1];
       } else {
         ctx.arc(cx, u.valToPos(y, s.scale, true), r, 0, 2 * Math.PI);
         ctx.fillStyle = status === 'STALE' ? '#f5b041' : colors[k - 1];
@@ -374,7 +383,7 @@ start('entity', async () => {
   placeholder();
   if (q.get('key') !== null) $('key').value = q.get('key');
   if (q.get('at')) $('at').value = q.get('at');
-  const doLookup = guard(lookup, $('error'));
+  const doLookup = guard(lookup, $('lookup-error'));
   $('lookup').onsubmit = (e) => {
     e.preventDefault();
     doLookup();
@@ -397,7 +406,7 @@ start('entity', async () => {
     throw new Error('feature set "' + wantedSet + '" is not listed for this key');
   }
   if (q.get('key')) {
-    await lookup();
-    if (q.get('features')) await drawHistory();
+    await doLookup();
+    if (q.get('features') && !$('values-card').hidden) await doDraw();
   }
 });
