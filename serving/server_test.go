@@ -370,6 +370,10 @@ func TestFeatureSets(t *testing.T) {
 	if fresh := r.body["fresh_for"]; fresh != "5m" {
 		t.Errorf(`definition's "fresh_for" = %v, want "5m"`, fresh)
 	}
+	// users is batch-only: a daily run, 26h plus its largest tile (1m).
+	if fresh := e.get("/v1/featuresets/users").body["fresh_for"]; fresh != "1561m" {
+		t.Errorf(`users' "fresh_for" = %v, want "1561m"`, fresh)
+	}
 	if strings.Contains(r.raw, `"file"`) {
 		t.Errorf("definition shows the server's file path: %s", r.raw)
 	}

@@ -234,12 +234,13 @@ var viewports = []viewport{{"desktop", 1280, 800, false}, {"phone", 390, 844, tr
 
 // fixture is a server with the shipped definitions over seeded tiles.
 type fixture struct {
-	t    *testing.T
-	url  string
-	sets map[string]*schemas.FeatureSet
-	at   time.Time // a past instant on a minute boundary
-	card string    // an entity of card_activity with known history
-	user string    // an entity of user_sessions, whose stream is behind
+	t       *testing.T
+	url     string
+	handler http.Handler // the page and the API
+	sets    map[string]*schemas.FeatureSet
+	at      time.Time // a past instant on a minute boundary
+	card    string    // an entity of card_activity with known history
+	user    string    // an entity of user_sessions, whose stream is behind
 }
 
 const (
@@ -337,7 +338,8 @@ func newFixture(t *testing.T, withKeys bool) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := httptest.NewServer(ui.Handler(srv))
+	f.handler = ui.Handler(srv)
+	hs := httptest.NewServer(f.handler)
 	t.Cleanup(func() {
 		hs.Close()
 		_ = srv.Close()
@@ -567,6 +569,17 @@ func TestPages(t *testing.T) {
 			b.noConsoleErrors("entity")
 		})
 	}
+	t.Run("behind a prefix", func(t *testing.T) {
+		b.t = t
+		// Only under /tandem/, as behind a proxy that adds the prefix.
+		mux := http.NewServeMux()
+		mux.Handle("/tandem/", http.StripPrefix("/tandem", f.handler))
+		ps := httptest.NewServer(mux)
+		defer ps.Close()
+		b.open(viewports[0], ps.URL+"/tandem/ui/entity.html?set=card_activity&key="+f.card)
+		b.waitFor("document.body.dataset.ready === 'true' && !document.getElementById('values-card').hidden")
+		b.noConsoleErrors("entity under /tandem/ui/")
+	})
 	t.Run("entity/stale", func(t *testing.T) {
 		b.t = t
 		q := url.Values{"set": {"user_sessions"}, "key": {f.user}, "features": {"views_1h,dwell_ms_sum_1h,last_page"}}
@@ -597,6 +610,30 @@ func display(v any) string {
 	}
 	b, _ := json.Marshal(v)
 	return string(b)
+}
+
+// TestConsoleCheck shows that the console check sees what it must fail
+// on: a console error, an uncaught exception, and the CSP refusing an
+// inline script.
+func TestConsoleCheck(t *testing.T) {
+	f := newFixture(t, false)
+	b := newBrowser(t)
+	b.open(viewports[0], f.url+"/ui/")
+	b.waitFor("document.body.dataset.ready === 'true'")
+	eval[bool](b, `(() => { console.error('probe error');
+		const s = document.createElement('script'); s.textContent = 'window.inlineRan = true'; document.head.append(s);
+		setTimeout(() => { throw new Error('probe exception'); }, 0); return true; })()`)
+	b.waitFor("true")
+	time.Sleep(300 * time.Millisecond)
+	if eval[bool](b, "window.inlineRan === true") {
+		t.Error("an inline script ran: the Content-Security-Policy did not apply")
+	}
+	got := strings.Join(b.console(), "\n")
+	for _, want := range []string{"probe error", "probe exception", "Content Security Policy"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("console messages do not contain %q:\n%s", want, got)
+		}
+	}
 }
 
 func TestBadInput(t *testing.T) {
@@ -632,6 +669,29 @@ func TestBadInput(t *testing.T) {
 			b.noConsoleErrors("entity", "400")
 		})
 	}
+	// A custom range is checked by the page before any read.
+	t.Run("custom range", func(t *testing.T) {
+		b.t = t
+		b.open(viewports[0], f.url+"/ui/entity.html?set=card_activity&key="+f.card)
+		b.waitFor("document.body.dataset.ready === 'true' && !document.getElementById('history-card').hidden")
+		b.do(chromedp.SetValue(chromedp.CSS("#range"), "custom"))
+		b.setValue("#from", "last tuesday")
+		b.do(chromedp.Click(chromedp.CSS("#draw")))
+		b.waitFor("document.querySelector('#history-error .error') !== null")
+		if got := eval[string](b, `document.querySelector('#history-error .error').textContent`); !strings.Contains(got, `from "last tuesday" is not an RFC 3339 instant`) {
+			t.Errorf("custom range with a bad from shows %q", got)
+		}
+		from, to := f.at.Add(-2*time.Hour), f.at
+		b.setValue("#from", from.Format(time.RFC3339))
+		b.setValue("#to", to.Format(time.RFC3339))
+		b.do(chromedp.SetValue(chromedp.CSS("#points"), "24"), chromedp.Click(chromedp.CSS("#draw")))
+		b.waitFor("document.getElementById('chart').dataset.reads === '24'")
+		ats := eval[[]string](b, `[...document.querySelectorAll('#history-table tbody tr')].map(r => r.dataset.at)`)
+		if len(ats) != 24 || ats[0] != from.Format(time.RFC3339) || ats[23] != to.Format(time.RFC3339) {
+			t.Errorf("custom range %s to %s in 24 points read at %v", from, to, ats)
+		}
+		b.noConsoleErrors("entity (custom range)")
+	})
 }
 
 func TestAPIKeys(t *testing.T) {

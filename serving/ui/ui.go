@@ -7,7 +7,11 @@
 // The pages are HTML rendered once at start from html/template files (a
 // layout with the header and the key prompt, and a file per page), CSS and
 // plain JavaScript, all embedded in the binary (no build step), with uPlot
-// vendored under static/vendor/uplot. It reads
+// 1.6.32 vendored under static/vendor/uplot (dist/uPlot.iife.min.js and
+// dist/uPlot.min.css of `npm pack uplot@1.6.32`, tarball sha256
+// 4b8a8191e425658e3ea8c8c1314b0fc679c861ee3a1af2b20c7b16ba50b5133d, with its
+// MIT LICENSE). The pages call the API at the path they are served under
+// less /ui/, so they also work behind a proxy that adds a prefix. It reads
 // only the public JSON API, with the same API keys as any client: against a
 // server started with --api_keys it asks for a key, keeps it in the tab's
 // sessionStorage and sends it as "Authorization: Bearer KEY", so it never

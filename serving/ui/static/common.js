@@ -4,6 +4,10 @@
 
 const keyStorage = 'tandem.apiKey';
 
+// apiBase is the path the API is under: the page's own path less /ui/...,
+// "" when served at the root.
+const apiBase = location.pathname.slice(0, Math.max(0, location.pathname.lastIndexOf('/ui/')));
+
 // APIError is an answer of the API that is not 2xx: its HTTP status and the
 // code and message of the API's JSON error body.
 export class APIError extends Error {
@@ -32,7 +36,7 @@ export async function api(path, {method = 'GET', body, signal} = {}) {
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   let res;
   try {
-    res = await fetch(path, {method, headers, signal, cache: 'no-store', credentials: 'omit',
+    res = await fetch(apiBase + path, {method, headers, signal, cache: 'no-store', credentials: 'omit',
       body: body === undefined ? undefined : JSON.stringify(body)});
   } catch (e) {
     if (e.name === 'AbortError') throw e;
@@ -102,7 +106,23 @@ export function parseDuration(s) {
   return Number(m[1]) * {s: 1e3, m: 60e3, h: 3600e3, d: 86400e3}[m[2]];
 }
 
-// formatAgo is a duration in milliseconds as "3d 4h", "12m 5s", "800ms".
+// formatDuration is a definition's duration ("1561m") in full units
+// ("1d 2h 1m"), or the text itself when it does not parse.
+export function formatDuration(text) {
+  const ms = parseDuration(text);
+  if (!isFinite(ms)) return text || '?';
+  if (ms === 0) return '0s';
+  const parts = [];
+  let rest = ms / 1e3;
+  for (const [unit, secs] of [['d', 86400], ['h', 3600], ['m', 60], ['s', 1]]) {
+    const n = Math.floor(rest / secs);
+    if (n > 0) parts.push(n + unit);
+    rest -= n * secs;
+  }
+  return parts.join(' ');
+}
+
+// formatSpan is a duration in milliseconds as "3d 4h", "12m 5s", "800ms".
 export function formatSpan(ms) {
   if (!isFinite(ms)) return '—';
   const neg = ms < 0;
@@ -140,7 +160,6 @@ export function errorBox(err) {
     box.append(el('span', {class: 'code', text: err.status ? err.status + ' ' + err.code : err.code}), err.message);
   } else {
     box.append(String(err && err.message ? err.message : err));
-    console.warn(err);
   }
   return box;
 }

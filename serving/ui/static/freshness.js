@@ -6,7 +6,7 @@
 // watermark, or the newest stream tile when no watermark was written), a
 // value read now is STALE when now − C exceeds the set's expectation
 // (fresh_for in its definition), and always STALE when nothing was written.
-import {APIError, api, el, entityPath, errorBox, formatSpan, parseDuration, start, timeCell} from './common.js';
+import {APIError, api, el, entityPath, errorBox, formatDuration, formatSpan, parseDuration, start, timeCell} from './common.js';
 
 const probeEntity = '~freshness-probe';
 const params = new URLSearchParams(location.search);
@@ -58,7 +58,7 @@ function row(fs, res, probe) {
     el('td', {class: 'head'}, el('a', {href: './#set-' + encodeURIComponent(fs.name), text: fs.name})),
     el('td', {'data-label': 'status'}, el('span', {class: 'status ' + (j.status === '?' ? 'OTHER' : j.status), text: j.status})),
     el('td', {class: 'num', 'data-label': 'behind now'}, isFinite(j.behind) ? formatSpan(j.behind) : 'nothing written', ' ', meter(j.behind, j.expect, stale)),
-    el('td', {class: 'num', 'data-label': 'expectation', text: fs.fresh_for || fs.stale_after || '?'}),
+    el('td', {class: 'num', 'data-label': 'expectation', text: formatDuration(fs.fresh_for || fs.stale_after)}),
     el('td', {'data-label': 'batch watermark'}, timeCell(j.f.batch_watermark), ago(j.now, j.batch)),
     el('td', {'data-label': 'stream watermark'}, timeCell(j.f.stream_watermark), j.streamFromTile ? el('span', {class: 'ago', text: 'none written: judged by the newest tile'}) : ago(j.now, j.stream)),
     el('td', {'data-label': 'newest stream tile'}, timeCell(j.f.stream_latest_tile), ago(j.now, ms(j.f.stream_latest_tile))),

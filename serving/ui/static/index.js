@@ -1,7 +1,7 @@
 // The overview: every feature set the key may read (GET /v1/featuresets)
 // with its features, and the feature services (GET /v1/services) linked to
 // their sets.
-import {api, el, entityLink, setLink, start} from './common.js';
+import {api, el, entityLink, formatDuration, setLink, start} from './common.js';
 
 function sourcesText(src) {
   const parts = [];
@@ -46,7 +46,7 @@ function setCard(fs, usedBy) {
       ['sources', sourcesText(fs.sources)],
       ['retention', fs.retention],
       ['allowed lateness', fs.allowed_lateness],
-      ['stale after', fs.fresh_for ? fs.fresh_for + (fs.stale_after ? ' (its definition)' : ' (the server\'s rule for this set)') : (fs.stale_after || undefined)],
+      ['stale after', fs.fresh_for ? formatDuration(fs.fresh_for) + (fs.stale_after ? ' (its definition)' : ' (the server\'s rule for this set)') : (fs.stale_after || undefined)],
       ['used by', usedBy.length ? el('span', {}, usedBy.flatMap((s, i) => [i ? ', ' : '', el('a', {href: '#service-' + encodeURIComponent(s), text: s})])) : el('span', {class: 'empty', text: 'no feature service'})],
     ]),
     el('h3', {text: 'Fields'}),
