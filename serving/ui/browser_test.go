@@ -137,6 +137,17 @@ func eval[T any](b *browser, expr string) T {
 	return v
 }
 
+// evalAwait evaluates expr, which yields a promise, and decodes what it
+// resolves to.
+func evalAwait[T any](b *browser, expr string) T {
+	b.t.Helper()
+	v, err := chromedp.Run(b.ctx, chromedp.Evaluate[T](expr, chromedp.EvalAwaitPromise))
+	if err != nil {
+		b.t.Fatalf("evaluate %s: %v", expr, err)
+	}
+	return v
+}
+
 // waitFor waits until the JavaScript expression is true.
 func (b *browser) waitFor(expr string) {
 	b.t.Helper()
@@ -454,6 +465,13 @@ func TestPages(t *testing.T) {
 			links := eval[[]string](b, `[...document.querySelectorAll('section[data-service=fraud_model] td.head a')].map(a => a.getAttribute('href'))`)
 			if diff := cmp.Diff([]string{"./#set-card_activity", "./#set-user_sessions"}, links); diff != "" {
 				t.Errorf("fraud_model's links to its sets (-want +got):\n%s", diff)
+			}
+			// Values of shapes the page does not know (lists, objects) are
+			// shown as JSON, not dropped.
+			shapes := evalAwait[[]string](b, `(async () => { const m = await import('./common.js');
+				return [m.formatValue([1, "a", null]), m.formatValue({p50: 2.5}), m.formatValue(null), m.formatValue(false), m.formatValue("x")]; })()`)
+			if diff := cmp.Diff([]string{`[1,"a",null]`, `{"p50":2.5}`, "null", "false", "x"}, shapes); diff != "" {
+				t.Errorf("formatValue (-want +got):\n%s", diff)
 			}
 			b.screenshot("overview-" + vp.name)
 			b.noConsoleErrors("overview")

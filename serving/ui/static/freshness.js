@@ -57,7 +57,7 @@ function row(fs, res, probe) {
   const tr = el('tr', {'data-set': fs.name, 'data-status': j.status},
     el('td', {class: 'head'}, el('a', {href: './#set-' + encodeURIComponent(fs.name), text: fs.name})),
     el('td', {'data-label': 'status'}, el('span', {class: 'status ' + (j.status === '?' ? 'OTHER' : j.status), text: j.status})),
-    el('td', {class: 'num', 'data-label': 'behind now'}, isFinite(j.behind) ? formatSpan(j.behind) : 'nothing written', ' ', meter(j.behind, j.expect, stale)),
+    el('td', {class: 'num', 'data-label': 'behind now'}, el('span', {}, isFinite(j.behind) ? formatSpan(j.behind) : 'nothing written', ' ', meter(j.behind, j.expect, stale))),
     el('td', {class: 'num', 'data-label': 'expectation', text: formatDuration(fs.fresh_for || fs.stale_after)}),
     el('td', {'data-label': 'batch watermark'}, timeCell(j.f.batch_watermark), ago(j.now, j.batch)),
     el('td', {'data-label': 'stream watermark'}, timeCell(j.f.stream_watermark), j.streamFromTile ? el('span', {class: 'ago', text: 'none written: judged by the newest tile'}) : ago(j.now, j.stream)),

@@ -32,7 +32,7 @@ function setCard(fs, usedBy) {
     el('td', {class: 'num hide-phone', text: f.window}),
     el('td', {class: 'num hide-phone', text: f.tile}),
     el('td', {class: 'mono hide-phone', text: f.result_type}),
-    el('td', {class: 'mono show-phone', text: f.op + (f.field ? '(' + f.field + ')' : '') + ' · ' + f.window + ' / ' + f.tile + ' → ' + f.result_type}),
+    el('td', {class: 'mono show-phone wrap', text: f.op + (f.field ? '(' + f.field + ')' : '') + ' · ' + f.window + ' / ' + f.tile + ' → ' + f.result_type}),
   ));
   const fields = (fs.fields || []).map((f) => el('span', {class: 'chip', title: f.type}, f.name, ': ', el('span', {class: 'mono', text: f.type})));
   return el('section', {class: 'card', id: 'set-' + fs.name, 'data-set': fs.name},
@@ -54,7 +54,7 @@ function setCard(fs, usedBy) {
     el('h3', {text: 'Features (' + features.length + ')'}),
     el('div', {class: 'scroll'}, el('table', {class: 'features'},
       el('thead', {}, el('tr', {}, el('th', {text: 'feature'}), ['op', 'field', 'window', 'tile', 'result'].map((h) => el('th', {class: 'hide-phone', text: h})),
-        el('th', {class: 'show-phone', text: 'op · window / tile → result'}))),
+        el('th', {class: 'show-phone wrap', text: 'op · window / tile → result'}))),
       el('tbody', {}, rows))),
   );
 }
@@ -63,8 +63,8 @@ function serviceCard(svc, known) {
   const keys = (svc.keys || []).map((k) => el('span', {class: 'chip'}, k.name, ': ', el('span', {class: 'mono', text: k.type})));
   const rows = (svc.features || []).map((e) => el('tr', {},
     el('td', {class: 'head'}, known.has(e.featureset) ? el('a', {href: setLink(e.featureset), text: e.featureset}) : e.featureset),
-    el('td', {'data-label': 'key column'}, el('code', {text: e.key}), ' ', el('span', {class: 'sub', text: e.key_type})),
-    el('td', {'data-label': 'features'}, (e.features || []).flatMap((f, i) => [i ? ', ' : '', el('a', {href: entityLink(e.featureset, '', [f]), text: f})])),
+    el('td', {'data-label': 'key column'}, el('span', {}, el('code', {text: e.key}), ' ', el('span', {class: 'sub', text: e.key_type}))),
+    el('td', {'data-label': 'features'}, el('span', {}, (e.features || []).flatMap((f, i) => [i ? ', ' : '', el('a', {href: entityLink(e.featureset, '', [f]), text: f})]))),
   ));
   return el('section', {class: 'card', id: 'service-' + svc.name, 'data-service': svc.name},
     el('header', {}, el('h2', {text: svc.name}), svc.description ? el('span', {class: 'sub', text: svc.description}) : null),
