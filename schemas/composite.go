@@ -15,7 +15,7 @@ func AppendCompositeJSON(b []byte, v Value, scalar func([]byte, Value) []byte) [
 	switch v.Type {
 	case List:
 		b = append(b, '[')
-		for i, it := range v.Items {
+		for i, it := range v.Items() {
 			if i > 0 {
 				b = append(b, ',')
 			}
@@ -24,7 +24,7 @@ func AppendCompositeJSON(b []byte, v Value, scalar func([]byte, Value) []byte) [
 		return append(b, ']')
 	case Counts:
 		b = append(b, '[')
-		for i, it := range v.Items {
+		for i, it := range v.Items() {
 			if i > 0 {
 				b = append(b, ',')
 			}
@@ -37,7 +37,7 @@ func AppendCompositeJSON(b []byte, v Value, scalar func([]byte, Value) []byte) [
 		return append(b, ']')
 	case Quantiles:
 		b = append(b, '{')
-		for i, it := range v.Items {
+		for i, it := range v.Items() {
 			if i > 0 {
 				b = append(b, ',')
 			}
@@ -48,7 +48,7 @@ func AppendCompositeJSON(b []byte, v Value, scalar func([]byte, Value) []byte) [
 		return append(b, '}')
 	case Histogram:
 		b = append(b, `{"buckets":{`...)
-		for i, it := range v.Items {
+		for i, it := range v.Items() {
 			if i > 0 {
 				b = append(b, ',')
 			}

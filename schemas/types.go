@@ -9,6 +9,7 @@ package schemas
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -28,7 +29,7 @@ const (
 )
 
 // The composite types of feature values (never of fields): their entries
-// are in Value.Items, see Item.
+// are in Value.Items(), see Item.
 const (
 	// List is a list of values of the field's type, in order (last_k,
 	// first_k). Each Item is a value.
@@ -68,7 +69,7 @@ func ParseType(s string) (Type, bool) {
 }
 
 // Composite reports whether t is one of the composite result types (List,
-// Counts, Quantiles, Histogram), whose entries are in Value.Items.
+// Counts, Quantiles, Histogram), whose entries are in Value.Items().
 func (t Type) Composite() bool { return t >= List && t <= Histogram }
 
 // Numeric reports whether values of t can be summed and averaged.
@@ -81,13 +82,51 @@ func (t Type) Ordered() bool { return t == Int64 || t == Float64 || t == Timesta
 // is null. Int holds int64 values, bools (0 or 1) and timestamps (Unix
 // microseconds); Float holds float64 values; Str holds strings. A value of
 // a composite type (a feature's List, Counts, Quantiles or Histogram) holds
-// its entries in Items, and a Histogram its overflow count in Int.
+// its entries in Composite (see Items), and a Histogram its overflow count
+// in Int; Composite is nil for every other type.
+//
+// Values are comparable with ==, which compares composite values by the
+// identity of their Composite; Same compares their entries.
 type Value struct {
-	Type  Type
-	Int   int64
-	Float float64
-	Str   string
+	Type      Type
+	Int       int64
+	Float     float64
+	Str       string
+	Composite *Composite
+}
+
+// Composite holds the entries of a composite Value. It is not changed once
+// the value is made.
+type Composite struct {
 	Items []Item
+}
+
+// CompositeValue returns the composite value of type t with entries items
+// (and for a Histogram its overflow in Int).
+func CompositeValue(t Type, overflow int64, items []Item) Value {
+	return Value{Type: t, Int: overflow, Composite: &Composite{Items: items}}
+}
+
+// Items returns the entries of a composite value, nil for other values.
+func (v Value) Items() []Item {
+	if v.Composite == nil {
+		return nil
+	}
+	return v.Composite.Items
+}
+
+// Same reports whether v and w are the same value: == for scalars (so NaN
+// is not the same as itself and -0 is the same as +0), and entry by entry
+// for composites. (It is not named Equal so that go-cmp keeps comparing
+// Values field by field, with the tests' float options.)
+func (v Value) Same(w Value) bool {
+	if v.Composite == nil || w.Composite == nil {
+		return v == w
+	}
+	if v.Type != w.Type || v.Int != w.Int || v.Float != w.Float || v.Str != w.Str {
+		return false
+	}
+	return slices.Equal(v.Composite.Items, w.Composite.Items)
 }
 
 // Item is one entry of a composite Value: a value of type Type (its Int,
@@ -141,26 +180,26 @@ func (v Value) AsFloat() float64 {
 func (v Value) Interface() any {
 	switch v.Type {
 	case List:
-		out := make([]any, len(v.Items))
-		for i, it := range v.Items {
+		out := make([]any, len(v.Items()))
+		for i, it := range v.Items() {
 			out[i] = it.Value().Interface()
 		}
 		return out
 	case Counts:
-		out := make([]map[string]any, len(v.Items))
-		for i, it := range v.Items {
+		out := make([]map[string]any, len(v.Items()))
+		for i, it := range v.Items() {
 			out[i] = map[string]any{"value": it.Value().Interface(), "count": it.Count}
 		}
 		return out
 	case Quantiles:
-		out := make(map[string]float64, len(v.Items))
-		for _, it := range v.Items {
+		out := make(map[string]float64, len(v.Items()))
+		for _, it := range v.Items() {
 			out[it.Key] = it.Float
 		}
 		return out
 	case Histogram:
-		b := make(map[string]int64, len(v.Items))
-		for _, it := range v.Items {
+		b := make(map[string]int64, len(v.Items()))
+		for _, it := range v.Items() {
 			b[it.Str] = it.Count
 		}
 		return map[string]any{"buckets": b, "overflow": v.Int}

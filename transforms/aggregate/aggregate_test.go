@@ -119,6 +119,9 @@ func TestEmpty(t *testing.T) {
 			want := result{}
 			if c.op.HasEmptyValue() {
 				want = result{V: schemas.Value{Type: c.op.ResultType(c.typ)}, OK: true}
+				if want.V.Type.Composite() {
+					want.V = schemas.CompositeValue(want.V.Type, 0, nil)
+				}
 			}
 			for _, evs := range [][]event{nil, at(null, null)} {
 				if c.op == schemas.OpCount && len(evs) > 0 {

@@ -84,7 +84,7 @@ func (p *histogramPartial) Result() (schemas.Value, bool) {
 	for i, x := range p.buckets {
 		items[i] = schemas.Item{Type: schemas.String, Str: x.s, Count: x.n}
 	}
-	return schemas.Value{Type: schemas.Histogram, Int: p.overflow, Items: items}, true
+	return schemas.CompositeValue(schemas.Histogram, p.overflow, items), true
 }
 
 func (p *histogramPartial) AppendBinary(b []byte) ([]byte, error) {

@@ -111,7 +111,7 @@ func (p *lastKPartial) Result() (schemas.Value, bool) {
 	for i, x := range p.items {
 		items[i] = schemas.ItemOf(x.v)
 	}
-	return schemas.Value{Type: schemas.List, Items: items}, true
+	return schemas.CompositeValue(schemas.List, 0, items), true
 }
 
 func (p *lastKPartial) AppendBinary(b []byte) ([]byte, error) {

@@ -17,7 +17,7 @@ func list(vs ...schemas.Value) schemas.Value {
 	for i, v := range vs {
 		items[i] = schemas.ItemOf(v)
 	}
-	return schemas.Value{Type: schemas.List, Items: items}
+	return schemas.CompositeValue(schemas.List, 0, items)
 }
 
 // counts builds a top_k result from value, count pairs.
@@ -28,7 +28,7 @@ func counts(pairs ...any) schemas.Value {
 		it.Count = int64(pairs[i+1].(int))
 		items = append(items, it)
 	}
-	return schemas.Value{Type: schemas.Counts, Items: items}
+	return schemas.CompositeValue(schemas.Counts, 0, items)
 }
 
 // hist builds a histogram result from bucket, count pairs and overflow.
@@ -37,7 +37,7 @@ func hist(overflow int64, pairs ...any) schemas.Value {
 	for i := 0; i < len(pairs); i += 2 {
 		items = append(items, schemas.Item{Type: schemas.String, Str: pairs[i].(string), Count: int64(pairs[i+1].(int))})
 	}
-	return schemas.Value{Type: schemas.Histogram, Int: overflow, Items: items}
+	return schemas.CompositeValue(schemas.Histogram, overflow, items)
 }
 
 // TestResultNewOps checks first, last_k, first_k, top_k and histogram on
@@ -122,13 +122,13 @@ func TestNewWithParams(t *testing.T) {
 	p := For(f)
 	p.Add(f64(10), 0)
 	v, _ := p.Result()
-	if len(v.Items) != 1 || v.Items[0].Key != "p90" {
+	if len(v.Items()) != 1 || v.Items()[0].Key != "p90" {
 		t.Errorf("For(percentiles [0.9]).Result() = %+v, want one item p90", v)
 	}
 	k := For(schemas.Feature{Name: "k", Op: schemas.OpLastK, Field: "m", FieldType: schemas.Int64, K: 1})
 	k.Add(i64(1), 1)
 	k.Add(i64(2), 2)
-	if v, _ := k.Result(); len(v.Items) != 1 || v.Items[0].Int != 2 {
+	if v, _ := k.Result(); len(v.Items()) != 1 || v.Items()[0].Int != 2 {
 		t.Errorf("For(last_k k 1) = %+v, want [2]", v)
 	}
 }
@@ -223,12 +223,12 @@ func TestTopKErrorBound(t *testing.T) {
 			}
 		}
 		v, ok := parts[0].Result()
-		if !ok || len(v.Items) != k {
+		if !ok || len(v.Items()) != k {
 			t.Fatalf("trial %d: Result() = %v, %v; want %d items", trial, v, ok, k)
 		}
 		for i := range 4 { // the heavy hitters, by far the most frequent
-			if v.Items[i].Int > 3 {
-				t.Fatalf("trial %d: top %d is %d, want one of the heavy values 0..3: %+v", trial, i, v.Items[i].Int, v.Items)
+			if v.Items()[i].Int > 3 {
+				t.Fatalf("trial %d: top %d is %d, want one of the heavy values 0..3: %+v", trial, i, v.Items()[i].Int, v.Items())
 			}
 		}
 	}
@@ -283,7 +283,7 @@ func TestPercentileMatchesDDSketch(t *testing.T) {
 					mustMerge(t, parts[0], mustDecode(t, mustEncode(t, q)))
 				}
 				v, ok := parts[0].Result()
-				if !ok || len(v.Items) != len(qs) {
+				if !ok || len(v.Items()) != len(qs) {
 					t.Fatalf("Result() = %+v, %v", v, ok)
 				}
 				sort.Float64s(vals)
@@ -292,7 +292,7 @@ func TestPercentileMatchesDDSketch(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					got := v.Items[i]
+					got := v.Items()[i]
 					if got.Key != schemas.PercentileName(q) || math.Float64bits(got.Float) != math.Float64bits(want) {
 						t.Fatalf("%s over %d values = %v, the sketch built directly says %v", schemas.PercentileName(q), n, got.Float, want)
 					}
@@ -314,7 +314,7 @@ func TestPercentileSkipsNonFinite(t *testing.T) {
 	}
 	q := addAll(t, combo{schemas.OpApproxPercentile, schemas.Int64}, at(i64(100), i64(100), i64(100)))
 	v, ok := q.Result()
-	if !ok || math.Abs(v.Items[2].Float-100) > 1 {
+	if !ok || math.Abs(v.Items()[2].Float-100) > 1 {
 		t.Errorf("approx_percentile over int64 100s = %+v, want about 100", v)
 	}
 }
@@ -353,14 +353,16 @@ func TestNewOpsRandomSplitsAgainstBruteForce(t *testing.T) {
 			keys = append(keys, k)
 		}
 		sort.Strings(keys)
-		wantHist := schemas.Value{Type: schemas.Histogram}
+		var buckets []schemas.Item
+		var overflow int64
 		for i, k := range keys {
 			if i < testParams.Buckets {
-				wantHist.Items = append(wantHist.Items, schemas.Item{Type: schemas.String, Str: k, Count: countBy[k]})
+				buckets = append(buckets, schemas.Item{Type: schemas.String, Str: k, Count: countBy[k]})
 			} else {
-				wantHist.Int += countBy[k]
+				overflow += countBy[k]
 			}
 		}
+		wantHist := schemas.CompositeValue(schemas.Histogram, overflow, buckets)
 		for _, tc := range []struct {
 			op   schemas.Op
 			want result

@@ -108,7 +108,7 @@ func (p *percentilePartial) Result() (schemas.Value, bool) {
 		x, _ := p.sk.GetValueAtQuantile(q) // cannot fail: q in (0, 1), not empty
 		items[i] = schemas.Item{Type: schemas.Float64, Float: x, Key: schemas.PercentileName(q)}
 	}
-	return schemas.Value{Type: schemas.Quantiles, Items: items}, true
+	return schemas.CompositeValue(schemas.Quantiles, 0, items), true
 }
 
 // appendStore appends the bins of s: uvarint count of bins; for each, by

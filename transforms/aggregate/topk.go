@@ -122,7 +122,7 @@ func (p *topKPartial) Result() (schemas.Value, bool) {
 		items[i] = schemas.ItemOf(x.v)
 		items[i].Count = x.n
 	}
-	return schemas.Value{Type: schemas.Counts, Items: items}, true
+	return schemas.CompositeValue(schemas.Counts, 0, items), true
 }
 
 func (p *topKPartial) AppendBinary(b []byte) ([]byte, error) {
