@@ -62,7 +62,7 @@ func (fs *FeatureSet) MarshalJSON() ([]byte, error) {
 		j.Features = append(j.Features, featureJSON{
 			Name: f.Name, Op: f.Op, Field: f.Field, Where: f.Where,
 			Window: FormatDuration(f.Window), Tile: FormatDuration(f.Tile),
-			Qualifier: f.Qualifier(), ResultType: f.ResultType().String(),
+			Qualifier: f.Qualifier(), ResultType: f.ResultTypeName(),
 		})
 	}
 	for _, d := range fs.Derived {
