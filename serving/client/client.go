@@ -5,6 +5,11 @@
 //	c, err := client.New("http://tandem:8080", client.WithAPIKey(key))
 //	res, err := c.Get(ctx, "card_activity", "c_1001", nil, time.Time{})
 //	n, _ := res.Features["txn_count_1h"].Int64()
+//
+// Derived features (a set's `derived:`) are requested and read by name like
+// stored ones: res.Features["declined_share_1h"].Float64(); a null derived
+// value (an input without a value, a division by zero) has status
+// NotFound.
 package client
 
 import (
