@@ -20,7 +20,7 @@ var (
 	bigqueryKeys = []string{"table", "query"}
 	streamKeys   = []string{"pubsub"}
 	pubsubKeys   = []string{"subscription"}
-	featureKeys  = []string{"name", "op", "field", "window", "tile"}
+	featureKeys  = []string{"name", "op", "field", "window", "tile", "k", "percentiles", "buckets"}
 )
 
 var (
@@ -326,6 +326,8 @@ func (p *defParser) feature(n ast.Node, field string, ref func(ast.Node, string,
 			}
 		}
 	}
+
+	p.opParams(m, n, field, &f, opOK)
 
 	windowOK := false
 	if e, ok := p.required(m, n, field, "window"); ok {

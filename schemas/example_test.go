@@ -55,6 +55,6 @@ features:
 	// card_activity#c_1001 2026-03-01 08:01:12 +0000 UTC <nil>
 	// true schemas: bad event: field "amount": want float64, got string "4.75"
 	// true
-	// typo.yaml:7: features[0].op: unknown op "avg" (want one of count, sum, min, max, mean, last, approx_count_distinct, stddev)
+	// typo.yaml:7: features[0].op: unknown op "avg" (want one of count, sum, min, max, mean, last, approx_count_distinct, stddev, first, last_k, first_k, top_k, approx_percentile, histogram)
 	// typo.yaml:7: features[0].window: bad duration "1hr" (want a whole number followed by s, m, h or d)
 }

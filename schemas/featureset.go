@@ -77,6 +77,15 @@ type Feature struct {
 	Field  string        `json:"field,omitempty"` // "" for count
 	Window time.Duration `json:"-"`
 	Tile   time.Duration `json:"-"`
+	// K is how many values last_k, first_k and top_k keep (YAML key k,
+	// 1 to MaxK); 0 for the other ops.
+	K int `json:"k,omitempty"`
+	// Percentiles are approx_percentile's percentiles, each in (0, 1), in
+	// the definition's order (YAML key percentiles); nil for other ops.
+	Percentiles []float64 `json:"percentiles,omitempty"`
+	// Buckets is how many buckets histogram keeps (YAML key buckets, 1 to
+	// MaxBuckets, default DefaultBuckets); 0 for the other ops.
+	Buckets int `json:"buckets,omitempty"`
 
 	// Index is the feature's position in FeatureSet.Features.
 	Index int `json:"-"`

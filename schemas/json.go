@@ -54,7 +54,7 @@ func (fs *FeatureSet) MarshalJSON() ([]byte, error) {
 		j.Features = append(j.Features, featureJSON{
 			Name: f.Name, Op: f.Op, Field: f.Field,
 			Window: FormatDuration(f.Window), Tile: FormatDuration(f.Tile),
-			Qualifier: f.Qualifier(), ResultType: f.ResultType().String(),
+			Qualifier: f.Qualifier(), ResultType: f.ResultTypeName(),
 		})
 	}
 	return json.Marshal(j)

@@ -101,7 +101,7 @@ func TestParseRejects(t *testing.T) {
 		{
 			name: "unknown op",
 			old:  "op: mean", new: "op: avg",
-			want: []string{`x.yaml:16: features[1].op: unknown op "avg" (want one of count, sum, min, max, mean, last, approx_count_distinct, stddev)`},
+			want: []string{`x.yaml:16: features[1].op: unknown op "avg" (want one of count, sum, min, max, mean, last, approx_count_distinct, stddev, first, last_k, first_k, top_k, approx_percentile, histogram)`},
 		},
 		{
 			name: "mean over a string field",
@@ -378,7 +378,7 @@ func TestDefinitionError(t *testing.T) {
 		t.Fatalf("Parse error = %#v, want a *DefinitionError", err)
 	}
 	want := &DefinitionError{File: "x.yaml", Line: 16, Field: "features[1].op",
-		Reason: `unknown op "avg" (want one of count, sum, min, max, mean, last, approx_count_distinct, stddev)`}
+		Reason: `unknown op "avg" (want one of count, sum, min, max, mean, last, approx_count_distinct, stddev, first, last_k, first_k, top_k, approx_percentile, histogram)`}
 	if diff := cmp.Diff(want, de); diff != "" {
 		t.Errorf("DefinitionError mismatch (-want +got):\n%s", diff)
 	}

@@ -84,7 +84,11 @@ type setState struct {
 	all         *readShape
 }
 
-func newSetState(fs *schemas.FeatureSet, exposeSources bool) (*setState, error) {
+// newSetState derives the state of fs. The definition's JSON gets
+// "fresh_for": freshFor, the freshness expectation this server judges STALE
+// by (FeatureSet.FreshFor with its --stale_after), so that a client can
+// apply the status rule to a set's freshness.
+func newSetState(fs *schemas.FeatureSet, exposeSources bool, freshFor time.Duration) (*setState, error) {
 	st := &setState{fs: fs, byQualifier: make(map[string]int, len(fs.Features))}
 	pub := *fs
 	pub.File = "" // a server path, not part of the definition
@@ -95,7 +99,9 @@ func newSetState(fs *schemas.FeatureSet, exposeSources bool) (*setState, error) 
 	if err != nil {
 		return nil, fmt.Errorf("encode feature set %s: %w", fs.Name, err)
 	}
-	st.json = append(b, '\n')
+	b = append(b[:len(b)-1], `,"fresh_for":`...) // b is a JSON object: replace its closing brace
+	b = appendString(b, schemas.FormatDuration(freshFor))
+	st.json = append(b, "}\n"...)
 	n := len(fs.Features)
 	st.byRank = make([]int, n)
 	st.prefix = make([][]byte, n)
@@ -408,7 +414,7 @@ func (s *Server) readRows(ctx context.Context, p *plan, keys []string, index map
 // cells a bare Bigtable client must read to compute the same values. It
 // returns a *RequestError for an unknown feature.
 func ReadFilter(fs *schemas.FeatureSet, features []string, at time.Time) (bigtable.Filter, error) {
-	st, err := newSetState(fs, false)
+	st, err := newSetState(fs, false, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -231,7 +231,7 @@ func New(cfg Config) (*Server, error) {
 		if _, dup := s.sets[fs.Name]; dup {
 			return nil, fmt.Errorf("serving: feature set %q given twice", fs.Name)
 		}
-		st, err := newSetState(fs, cfg.ExposeSources)
+		st, err := newSetState(fs, cfg.ExposeSources, fs.FreshFor(cfg.StaleAfter))
 		if err != nil {
 			return nil, fmt.Errorf("serving: %w", err)
 		}

@@ -366,6 +366,14 @@ func TestFeatureSets(t *testing.T) {
 	if len(got.Features) != len(e.cards.Features) || got.Features[6].Tile != time.Hour || got.Name != "cards" {
 		t.Errorf("definition = %+v, want the cards set", got)
 	}
+	// cards has a stream source and no stale_after: the server's 5m default.
+	if fresh := r.body["fresh_for"]; fresh != "5m" {
+		t.Errorf(`definition's "fresh_for" = %v, want "5m"`, fresh)
+	}
+	// users is batch-only: a daily run, 26h plus its largest tile (1m).
+	if fresh := e.get("/v1/featuresets/users").body["fresh_for"]; fresh != "1561m" {
+		t.Errorf(`users' "fresh_for" = %v, want "1561m"`, fresh)
+	}
 	if strings.Contains(r.raw, `"file"`) {
 		t.Errorf("definition shows the server's file path: %s", r.raw)
 	}

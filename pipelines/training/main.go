@@ -25,8 +25,9 @@
 //     paths or gs://. Its instants are in the column --spine_time: a
 //     timestamp or an RFC 3339 string;
 //   - each set's events from its sources.batch (BigQuery table or query, or
-//     files), read for [earliest instant − longest window − largest tile,
-//     latest instant), the range pushed down to BigQuery.
+//     files), or from --source SET=SPEC instead, read for [earliest instant −
+//     longest window − largest tile, latest instant), the range pushed down
+//     to BigQuery.
 //
 // Outputs:
 //
@@ -48,6 +49,9 @@
 //	                     (default: the definitions in the directory above the service's)
 //	--spine              files:GLOB (required)
 //	--spine_time         the spine column of the rows' instants (default ts)
+//	--source             SET=files:GLOB or SET=bq:PROJECT.DATASET.TABLE: read the events of
+//	                     feature set SET from there instead of its sources.batch; repeatable,
+//	                     once per set
 //	--output             files:PATH with extension .parquet, .csv or .jsonl (required)
 //	--output_shards      number of output files (default 1: PATH itself)
 //	--dead_letter        path prefix of the dead-letter file (default dead_letter/training-<now>)
@@ -63,8 +67,12 @@
 //
 // Try it with no cloud at all, on the shipped sample data:
 //
+//	printf 'card_id,ts,label\nc_1001,2026-03-02T12:00:00Z,1\nc_1002,2026-03-02T13:30:00Z,0\n' >/tmp/card_spine.csv
 //	go run ./pipelines/training --featureset schemas/card_activity.yaml \
-//	    --spine files:schemas/data/card_spine.csv --output files:/tmp/card_training.parquet
+//	    --spine files:/tmp/card_spine.csv --output files:/tmp/card_training.parquet
+//
+// go run ./scripts/local prints a command for the shipped service over the
+// events it generates and streams.
 package main
 
 import (
@@ -75,6 +83,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -94,6 +103,7 @@ func (f *files) Set(v string) error { *f = append(*f, v); return nil }
 
 var (
 	featureSets files
+	sources     files
 	service     = flag.String("service", "", "path of a feature-service definition (YAML): its features, each set keyed by the spine column the service names")
 	spine       = flag.String("spine", "", "files:GLOB of the spine: CSV with a header, JSON lines or Parquet, by extension; required")
 	spineTime   = flag.String("spine_time", "ts", "the spine column holding each row's instant (a timestamp or RFC 3339)")
@@ -106,6 +116,7 @@ var (
 )
 
 func init() {
+	flag.Var(&sources, "source", "SET=files:GLOB or SET=bq:PROJECT.DATASET.TABLE: read feature set SET's events from there instead of its sources.batch; repeat for several sets")
 	flag.Var(&featureSets, "featureset", "path of a feature-set definition (YAML); repeat for several sets, each keyed by the spine column named like its entity key field; with --service, the sets the service may use (default: the YAML files of the directory above the service's)")
 }
 
@@ -175,6 +186,9 @@ func run(ctx context.Context) error {
 	if cfg.Requests, err = requests(); err != nil {
 		return err
 	}
+	if err := overrideSources(cfg.Requests, sources); err != nil {
+		return err
+	}
 	cfg.DeadLetter = *deadLetter
 	if cfg.DeadLetter == "" {
 		cfg.DeadLetter = filepath.Join("dead_letter", "training-"+time.Now().UTC().Format("20060102T150405Z"))
@@ -191,5 +205,35 @@ func run(ctx context.Context) error {
 		return nil
 	}
 	res.Log()
+	return nil
+}
+
+// overrideSources applies --source SET=SPEC to the requests: each SET must
+// be a requested feature set, given once.
+func overrideSources(reqs []trainpipe.Request, specs []string) error {
+	seen := map[string]bool{}
+	for _, spec := range specs {
+		name, src, ok := strings.Cut(spec, "=")
+		if !ok || name == "" {
+			return fmt.Errorf("--source %q: want SET=files:GLOB or SET=bq:PROJECT.DATASET.TABLE", spec)
+		}
+		i := slices.IndexFunc(reqs, func(r trainpipe.Request) bool { return r.Set.Name == name })
+		if i < 0 {
+			names := make([]string, len(reqs))
+			for j, r := range reqs {
+				names[j] = r.Set.Name
+			}
+			return fmt.Errorf("--source %q: no requested feature set %q (requested: %s)", spec, name, strings.Join(names, ", "))
+		}
+		if seen[name] {
+			return fmt.Errorf("--source %q: feature set %s has a --source already", spec, name)
+		}
+		seen[name] = true
+		bs, err := batchpipe.ParseSource(src)
+		if err != nil {
+			return fmt.Errorf("--source %q: %w", spec, err)
+		}
+		reqs[i].Source = bs
+	}
 	return nil
 }

@@ -156,6 +156,10 @@ func TestFlags(t *testing.T) {
 		{"bad output format", []string{set, "--spine=files:" + spine, "--output=files:out.xlsx"}, "cannot tell the format"},
 		{"no time column", []string{set, "--spine=files:" + spine, "--spine_time=when", out}, `no time column \"when\"`},
 		{"unknown service file", []string{"--service=nowhere.yaml", "--spine=files:" + spine, out}, "nowhere.yaml"},
+		{"source without a set", []string{set, "--spine=files:" + spine, out, "--source=files:x.jsonl"}, `want SET=files:GLOB`},
+		{"source of a set not asked for", []string{set, "--spine=files:" + spine, out, "--source=user_sessions=files:x.jsonl"}, `no requested feature set \"user_sessions\" (requested: card_activity)`},
+		{"source twice", []string{set, "--spine=files:" + spine, out, "--source=card_activity=files:x.jsonl", "--source=card_activity=files:y.jsonl"}, "has a --source already"},
+		{"bad source", []string{set, "--spine=files:" + spine, out, "--source=card_activity=x.jsonl"}, "want bq:PROJECT.DATASET.TABLE or files:GLOB"},
 		{"no key column", []string{"--featureset=../../schemas/card_activity.yaml", "--spine=files:" + keylessSpine(t), out}, `no column \"card_id\"`},
 	}
 	for _, tc := range tests {
@@ -177,4 +181,39 @@ func keylessSpine(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// TestSourceOverride runs the command with --source: the events come from
+// the file it names, not the set's sources.batch. A fixed date: the
+// training pipeline compares no instant with the clock.
+func TestSourceOverride(t *testing.T) {
+	dir := t.TempDir()
+	events := filepath.Join(dir, "events.jsonl")
+	lines := `{"card_id":"c_x","merchant":"A","amount":1.5,"approved":true,"ts":"2026-03-02T11:10:00Z"}
+{"card_id":"c_x","merchant":"B","amount":2.5,"approved":true,"ts":"2026-03-02T11:50:00Z"}
+{"card_id":"c_x","merchant":"C","amount":9,"approved":true,"ts":"2026-03-02T12:00:00Z"}
+`
+	if err := os.WriteFile(events, []byte(lines), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	spine := filepath.Join(dir, "spine.csv")
+	if err := os.WriteFile(spine, []byte("card_id,ts\nc_x,2026-03-02T12:00:00Z\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out.jsonl")
+	cmd := exec.Command(binary, "--featureset=../../schemas/card_activity.yaml", "--source=card_activity=files:"+events,
+		"--spine=files:"+spine, "--output=files:"+out, "--dead_letter="+filepath.Join(dir, "dead"))
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("training: %v\n%s", err, b)
+	}
+	got, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The event at 12:00 is at the row's instant: not counted.
+	for _, want := range []string{`"card_activity__txn_count_1h":2`, `"card_activity__amount_mean_24h":2`, `"card_activity__last_merchant":"B"`} {
+		if !strings.Contains(string(got), want) {
+			t.Errorf("output %s has no %s", got, want)
+		}
+	}
 }

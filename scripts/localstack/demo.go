@@ -19,6 +19,7 @@ import (
 	"github.com/tandem-fp/tandem/schemas/sample"
 	"github.com/tandem-fp/tandem/serving"
 	"github.com/tandem-fp/tandem/serving/client"
+	"github.com/tandem-fp/tandem/serving/ui"
 )
 
 // DemoConfig configures RunDemo.
@@ -138,6 +139,7 @@ func RunDemo(ctx context.Context, cfg DemoConfig, out io.Writer) error {
 	}
 	defer srv.Close()
 	hs := srv.HTTPServer()
+	hs.Handler = ui.Handler(hs.Handler) // the web page under /ui/
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- hs.Serve(srv.LimitListener(ln)) }()
 	defer func() {
@@ -181,6 +183,7 @@ func RunDemo(ctx context.Context, cfg DemoConfig, out io.Writer) error {
 		}
 	}
 	showValues()
+	fmt.Fprintf(out, "\nOpen the page: %s%s (feature sets, freshness, an entity's values and their history)\n", base, ui.Prefix)
 	fmt.Fprintf(out, "\nTry (values change as live events arrive, %g events/s per feature set):\n\n", cfg.Rate)
 	fmt.Fprintf(out, "  curl -s %s/v1/featuresets\n", base)
 	for _, set := range sets {

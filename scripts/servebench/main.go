@@ -22,9 +22,12 @@
 //     GET flood, reporting peak RSS and the 503s and 429s.
 //
 // The server of runs 2 and 4 runs as serve runs it: serving.HTTPServer on
-// LimitListener, every limit at its default.
+// LimitListener, every limit at its default. With --limits_ab (the
+// default) a second server with every limit off runs 2 and 4 as well, in the
+// same alternation, so that the limits' own cost is a ratio measured in one
+// run rather than across two runs of a noisy machine.
 //
-// Bare and server runs alternate every --slice (1s), so that both see the
+// Bare and server runs alternate every --slice (1s), so that all see the
 // same machine. The load generator's HTTP client is a minimal HTTP/1.1
 // keep-alive client (--client raw, as wrk would be) so that the latency is
 // the server's rather than net/http's client's; --client net/http uses
@@ -111,6 +114,7 @@ type flags struct {
 	abuse          bool
 	abuseFlags     abuseFlags
 	limits         bool
+	limitsAB       bool
 }
 
 func main() {
@@ -120,7 +124,7 @@ func main() {
 	flag.DurationVar(&f.singleDuration, "single_duration", 20*time.Second, "duration of each single-entity run")
 	flag.IntVar(&f.batchSize, "batch_size", 100, "entities per batch request")
 	flag.IntVar(&f.batchRate, "batch_rate", 20, "batch requests per second")
-	flag.DurationVar(&f.batchDuration, "batch_duration", 15*time.Second, "duration of each batch run")
+	flag.DurationVar(&f.batchDuration, "batch_duration", 30*time.Second, "duration of each batch run")
 	flag.DurationVar(&f.warmup, "warmup", 2*time.Second, "unmeasured warm-up before each run")
 	flag.IntVar(&f.gcPercent, "gogc", 400, "GOGC for this process: the emulator keeps millions of cells in its heap, which a real server does not")
 	flag.StringVar(&f.client, "client", "raw", "HTTP client of the load generator: raw (a minimal HTTP/1.1 keep-alive client, as wrk uses, so that latency is the server's) or net/http")
@@ -129,6 +133,7 @@ func main() {
 	flag.StringVar(&f.only, "only", "", "run only the runs whose names contain this (bare, server, ReadRow, POST, ...)")
 	flag.StringVar(&f.emulator, "emulator", "process", "where the bttest emulator runs when BIGTABLE_EMULATOR_HOST is unset: process (a child process of this binary) or inprocess")
 	flag.BoolVar(&f.limits, "limits", true, "serve the latency runs with every limit at its default (false: limits off, to compare)")
+	flag.BoolVar(&f.limitsAB, "limits_ab", true, "with --limits, also run a second server with every limit off in the same slices, and print the limits' own cost as a ratio")
 	flag.BoolVar(&f.abuse, "abuse", true, "after the latency runs, run the abuse run (see abuse.go) against a second server with an API key")
 	flag.IntVar(&f.abuseFlags.conns, "abuse_conns", 3000, "abuse run: idle keep-alive connections opened")
 	flag.IntVar(&f.abuseFlags.posts, "abuse_posts", 64, "abuse run: concurrent POSTs of 1000 keys of 1 KiB")
@@ -217,42 +222,60 @@ func run(f flags) error {
 		return abuse(ctx, f.abuseFlags, set, tbl)
 	}
 	// The server as serve runs it: every limit at its default
-	// (serving.HTTPServer on LimitListener), without API keys.
-	scfg := serving.Config{
-		Sets: []*schemas.FeatureSet{set}, Table: tbl,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	// (serving.HTTPServer on LimitListener), without API keys; and, with
+	// --limits_ab, a second one with every limit off, measured in the same
+	// slices, so that the limits' own cost is a ratio of one run.
+	variants := []bool{true}
+	switch {
+	case !f.limits:
+		variants = []bool{false}
+	case f.limitsAB:
+		variants = []bool{true, false}
 	}
-	if !f.limits {
-		limitsOff(&scfg)
+	type target struct {
+		name string
+		do   func(method, path string, body []byte) error
 	}
-	fmt.Printf("limits: %v\n", f.limits)
-	api, err := serving.New(scfg)
-	if err != nil {
-		return err
+	var servers []target
+	for _, on := range variants {
+		scfg := serving.Config{
+			Sets: []*schemas.FeatureSet{set}, Table: tbl,
+			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		}
+		name := "server"
+		if !on {
+			limitsOff(&scfg)
+			name = "server/nolimits"
+		}
+		api, err := serving.New(scfg)
+		if err != nil {
+			return err
+		}
+		defer api.Close()
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		hs := api.HTTPServer()
+		go func() { _ = hs.Serve(api.LimitListener(lis)) }()
+		defer hs.Close()
+		base := "http://" + lis.Addr().String()
+		fmt.Printf("%s (limits %v): %s\n", name, on, base)
+		var do func(method, path string, body []byte) error
+		switch f.client {
+		case "raw":
+			rc := &rawClient{addr: lis.Addr().String()}
+			defer rc.close()
+			do = rc.do
+		case "net/http":
+			hc := &http.Client{Transport: &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024, IdleConnTimeout: time.Minute}, Timeout: 10 * time.Second}
+			do = func(method, path string, body []byte) error { return httpDo(hc, method, base+path, body) }
+		default:
+			return fmt.Errorf("--client %q: want raw or net/http", f.client)
+		}
+		servers = append(servers, target{name, do})
 	}
-	defer api.Close()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	hs := api.HTTPServer()
-	go func() { _ = hs.Serve(api.LimitListener(lis)) }()
-	defer hs.Close()
-	base := "http://" + lis.Addr().String()
-	fmt.Printf("server: %s\n\n", base)
-	var do func(method, path string, body []byte) error
-	switch f.client {
-	case "raw":
-		rc := &rawClient{addr: lis.Addr().String()}
-		defer rc.close()
-		do = rc.do
-	case "net/http":
-		hc := &http.Client{Transport: &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024, IdleConnTimeout: time.Minute}, Timeout: 10 * time.Second}
-		do = func(method, path string, body []byte) error { return httpDo(hc, method, base+path, body) }
-	default:
-		return fmt.Errorf("--client %q: want raw or net/http", f.client)
-	}
-	fmt.Printf("HTTP client: %s\n", f.client)
+	fmt.Printf("HTTP client: %s\n\n", f.client)
 
 	entity := func(r *rand.Rand) string { return entityKey(r.IntN(f.entities)) }
 	batch := func(r *rand.Rand) []string {
@@ -298,8 +321,8 @@ func run(f flags) error {
 		}
 		return err
 	}
-	serverSingle := func(r *rand.Rand) error {
-		return do(http.MethodGet, "/v1/features/bench/"+entity(r), nil)
+	serverSingle := func(t target) func(*rand.Rand) error {
+		return func(r *rand.Rand) error { return t.do(http.MethodGet, "/v1/features/bench/"+entity(r), nil) }
 	}
 	bareBatch := func(r *rand.Rand) error {
 		keys := batch(r)
@@ -314,17 +337,19 @@ func run(f flags) error {
 		}
 		return err
 	}
-	serverBatch := func(r *rand.Rand) error {
-		var b bytes.Buffer
-		b.WriteString(`{"entities":[`)
-		for i, k := range batch(r) {
-			if i > 0 {
-				b.WriteByte(',')
+	serverBatch := func(t target) func(*rand.Rand) error {
+		return func(r *rand.Rand) error {
+			var b bytes.Buffer
+			b.WriteString(`{"entities":[`)
+			for i, k := range batch(r) {
+				if i > 0 {
+					b.WriteByte(',')
+				}
+				b.WriteString(strconv.Quote(k))
 			}
-			b.WriteString(strconv.Quote(k))
+			b.WriteString(`]}`)
+			return t.do(http.MethodPost, "/v1/features/bench", b.Bytes())
 		}
-		b.WriteString(`]}`)
-		return do(http.MethodPost, "/v1/features/bench", b.Bytes())
 	}
 
 	if f.cpuProfile != "" {
@@ -337,20 +362,32 @@ func run(f flags) error {
 		}
 		defer func() { pprof.StopCPUProfile(); pf.Close() }()
 	}
-	bs, ss := compare("bare ReadRow (1 entity)", bareSingle, "server GET (1 entity)", serverSingle, f.singleRate, f.warmup, f.singleDuration, f.slice)
+	singles := []contender{{"bare ReadRow (1 entity)", bareSingle}}
 	name := fmt.Sprintf("(%d entities)", f.batchSize)
-	bb, sb := compare("bare ReadRows "+name, bareBatch, "server POST "+name, serverBatch, f.batchRate, f.warmup, f.batchDuration, f.slice)
-	fmt.Printf("\n%-30s %9s %9s %9s %9s %10s %7s %12s\n", "run", "p50", "p90", "p99", "max", "req/s", "errors", "CPU/request")
-	for _, s := range []stats{bs, ss, bb, sb} {
-		fmt.Printf("%-30s %9s %9s %9s %9s %10.1f %7d %12s\n", s.name, ms(s.p50), ms(s.p90), ms(s.p99), ms(s.max), s.throughput, s.errors, ms(s.cpuPerCall))
+	batches := []contender{{"bare ReadRows " + name, bareBatch}}
+	for _, t := range servers {
+		singles = append(singles, contender{t.name + " GET (1 entity)", serverSingle(t)})
+		batches = append(batches, contender{t.name + " POST " + name, serverBatch(t)})
+	}
+	ss := compare(singles, f.singleRate, f.warmup, f.singleDuration, f.slice)
+	bs := compare(batches, f.batchRate, f.warmup, f.batchDuration, f.slice)
+	fmt.Printf("\n%-36s %9s %9s %9s %9s %10s %7s %12s\n", "run", "p50", "p90", "p99", "max", "req/s", "errors", "CPU/request")
+	for _, s := range append(slices.Clone(ss), bs...) {
+		fmt.Printf("%-36s %9s %9s %9s %9s %10.1f %7d %12s\n", s.name, ms(s.p50), ms(s.p90), ms(s.p99), ms(s.max), s.throughput, s.errors, ms(s.cpuPerCall))
 	}
 	fmt.Println("(CPU/request: CPU time of this process and the emulator's child process (server, emulator and load generator), per request)")
-	fmt.Printf("\nsingle entity: server/bare p50 %.2f×, p99 %.2f×   (target p99 ≤ 2 ms and ≤ 1.3×: %s)\n",
-		ratio(ss.p50, bs.p50), ratio(ss.p99, bs.p99), verdict(ss.p99 <= 2*time.Millisecond && ratio(ss.p99, bs.p99) <= 1.3))
-	fmt.Printf("%d entities:  server/bare p50 %.2f×, p99 %.2f×   (target p99 ≤ 15 ms: %s)\n",
-		f.batchSize, ratio(sb.p50, bb.p50), ratio(sb.p99, bb.p99), verdict(sb.p99 <= 15*time.Millisecond))
+	fmt.Println()
+	for i, t := range servers {
+		s, b := ss[i+1], bs[i+1]
+		fmt.Printf("%-16s single: /bare p50 %.2f×, p99 %.2f×   (target p99 ≤ 2 ms and ≤ 1.3×: %s)\n", t.name,
+			ratio(s.p50, ss[0].p50), ratio(s.p99, ss[0].p99), verdict(s.p99 <= 2*time.Millisecond && ratio(s.p99, ss[0].p99) <= 1.3))
+		fmt.Printf("%-16s %d entities: /bare p50 %.2f×, p99 %.2f×   (target p99 ≤ 15 ms and ≤ 1.3×: %s)\n", t.name,
+			f.batchSize, ratio(b.p50, bs[0].p50), ratio(b.p99, bs[0].p99), verdict(b.p99 <= 15*time.Millisecond && ratio(b.p99, bs[0].p99) <= 1.3))
+	}
+	if len(servers) == 2 {
+		fmt.Printf("limits on/off:   single p99 %.2f×, %d entities p99 %.2f×\n", ratio(ss[1].p99, ss[2].p99), f.batchSize, ratio(bs[1].p99, bs[2].p99))
+	}
 	if f.abuse && f.only == "" {
-		_ = hs.Close()
 		return abuse(ctx, f.abuseFlags, set, tbl)
 	}
 	return nil
@@ -587,34 +624,45 @@ type stats struct {
 	firstErr           error
 }
 
-// compare runs a and b alternately, each in slices of length slice at rate
-// per second, open-loop, until each has run for d after an unmeasured
+// contender is one kind of call that compare measures.
+type contender struct {
+	name string
+	fn   func(*rand.Rand) error
+}
+
+// compare runs the contenders in turn, each in slices of length slice at
+// rate per second, open-loop, until each has run for d after an unmeasured
 // warm-up, and reports their latencies measured from each call's scheduled
-// start. Alternating puts both under the same load from the rest of the
-// machine.
-func compare(nameA string, a func(*rand.Rand) error, nameB string, b func(*rand.Rand) error, rate int, warmup, d, slice time.Duration) (stats, stats) {
-	ra, rb := &recorder{name: nameA}, &recorder{name: nameB}
-	if only != "" && !strings.Contains(nameA, only) {
-		a, ra = nil, nil
+// start. Alternating puts all of them under the same load from the rest of
+// the machine.
+func compare(cs []contender, rate int, warmup, d, slice time.Duration) []stats {
+	var names []string
+	recs := make([]*recorder, len(cs))
+	for i, c := range cs {
+		if only != "" && !strings.Contains(c.name, only) {
+			continue
+		}
+		recs[i] = &recorder{name: c.name}
+		names = append(names, c.name)
 	}
-	if only != "" && !strings.Contains(nameB, only) {
-		b, rb = nil, nil
-	}
-	fmt.Printf("running %s and %s at %d/s, alternating every %s, %s each...\n", nameA, nameB, rate, slice, d)
-	for _, fn := range []func(*rand.Rand) error{a, b} {
-		if fn != nil {
-			runSlice(fn, rate, warmup, nil)
+	fmt.Printf("running %s at %d/s, alternating every %s, %s each...\n", strings.Join(names, ", "), rate, slice, d)
+	for i, c := range cs {
+		if recs[i] != nil {
+			runSlice(c.fn, rate, warmup, nil)
 		}
 	}
 	for elapsed := time.Duration(0); elapsed < d; elapsed += slice {
-		if a != nil {
-			runSlice(a, rate, min(slice, d-elapsed), ra)
-		}
-		if b != nil {
-			runSlice(b, rate, min(slice, d-elapsed), rb)
+		for i, c := range cs {
+			if recs[i] != nil {
+				runSlice(c.fn, rate, min(slice, d-elapsed), recs[i])
+			}
 		}
 	}
-	return ra.stats(), rb.stats()
+	out := make([]stats, len(cs))
+	for i, r := range recs {
+		out[i] = r.stats()
+	}
+	return out
 }
 
 // recorder collects the latencies of one kind of call.

@@ -66,6 +66,46 @@
 //   - stddev over int64 or float64: the population standard deviation
 //     sqrt((n·S2 − S1²)/n²) from the exact sums S1 = Σx and S2 = Σx².
 //     Float64; no value over no values; NaN once a non-finite value was added.
+//   - first over any type: the value with the earliest event time; of values
+//     with equal event times the smallest by the order of last. The field
+//     type; no value over no values.
+//   - last_k over any type, with k (1 to 100): the k values with the latest
+//     event times, newest first; equal event times ordered as last orders
+//     them (the larger value first), so last_k[0] is last, and equal values
+//     at equal times kept as often as they occur. A List of the field type;
+//     no value over no values. Exact: the k greatest events by (time, value).
+//   - first_k: as last_k with the k earliest events, oldest first, of equal
+//     times the smaller value first (first_k[0] is first).
+//   - top_k over any type, with k (1 to 100): the at most k most frequent
+//     values with their counts, the highest count first, equal counts by
+//     the order of last's ties (smaller first). Counts; no value over no
+//     values. A Misra-Gries summary of TopKCapacity(k) = max(128, 8k)
+//     counters: exact (and independent of order) while the events hold at
+//     most that many distinct values; beyond, each count is a lower bound
+//     at most N/(c+1) under the true count (N values, c counters) for any
+//     tree of merges, every value occurring more than N/(c+1) times is
+//     kept, and which values are kept may depend on the order of merges.
+//   - approx_percentile over int64 or float64, with its percentiles (each in
+//     (0, 1)): for each percentile q the value x of rank ⌊q·(n−1)⌋ (from 0,
+//     as DDSketch ranks; ⌈q·(n−1)⌉ where that rank falls among negative
+//     values) of the n finite values, within a relative error of
+//     PercentileRelativeError (1%): |estimate − x| ≤ 0.01·|x| (a DDSketch,
+//     github.com/DataDog/sketches-go, logarithmic mapping, at most 2048
+//     bins for positive and for negative values each; values spanning more
+//     than a factor of about 6·10^17 collapse their smallest magnitudes
+//     into one bin, outside the guarantee). Non-finite values are skipped.
+//     Merge adds bin counts: the same sketch in any order. Quantiles (float64
+//     values named "p50", "p99.9", in the definition's order); no value over
+//     no values.
+//   - histogram over string, with a bucket limit b (1 to 1000, default 20):
+//     the exact counts of the b bytewise-smallest distinct values, and the
+//     number of all other values as the overflow. Exact and independent of
+//     order. A Histogram; over no values no buckets and overflow 0.
+//
+// Partials of last_k, first_k, top_k and histogram written with different
+// parameters (a definition changed its k or buckets) merge into the
+// smaller one; approx_percentile keeps the receiver's percentiles (a
+// window takes its feature's).
 //
 // # Encoding
 //
@@ -74,7 +114,8 @@
 //	byte 0   format version, currently 1
 //	byte 1   op tag: 1 count, 2 sum, 3 min, 4 max, 5 mean, 6 last,
 //	         7 approx_count_distinct, 8 stddev (Welford's state: read, no
-//	         longer written), 9 stddev (exact sums)
+//	         longer written), 9 stddev (exact sums), 10 first, 11 last_k,
+//	         12 first_k, 13 top_k, 14 approx_percentile, 15 histogram
 //	byte 2   field type, a schemas.Type: 0 null (count, always), 1 string,
 //	         2 int64, 3 float64, 4 bool, 5 timestamp
 //	byte 3-  the op's payload, below
@@ -100,6 +141,21 @@
 //	                        m·2^e: varint e, varint sign of m (-1, 0, 1),
 //	                        uvarint length and the big-endian bytes of |m|;
 //	                        m odd or zero (then e = 0)
+//	first                   as last
+//	last_k, first_k         uvarint k, uvarint n ≤ k, then n times varint
+//	                        event time and value, in result order
+//	top_k                   uvarint k, uvarint n ≤ TopKCapacity(k), then n
+//	                        times value and uvarint count > 0, values
+//	                        strictly increasing in last's order
+//	approx_percentile       uvarint number of percentiles, each an f64; uvarint
+//	                        zero count; then the positive and the negative
+//	                        store, each uvarint number of bins ≤ 2048, then
+//	                        per bin its index (varint for the first, uvarint
+//	                        gap > 0 after) and uvarint count > 0, spanning
+//	                        fewer than 2048 indexes
+//	histogram               uvarint bucket limit b, uvarint overflow, uvarint
+//	                        n ≤ b (n = b if overflow > 0), then n times string
+//	                        and uvarint count > 0, strictly increasing
 //
 // The encoding of a state is deterministic, and Encode(Decode(b)) == b for
 // every b that Encode writes (not for tag 8, which is written as tag 9). Decode rejects anything else, including trailing
@@ -114,6 +170,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 
 	"github.com/tandem-fp/tandem/schemas"
 )
@@ -161,20 +218,34 @@ type partial interface {
 // ignored by count (whose partials all have field type Null); the other ops
 // need a type that op.Accepts, else New returns an error wrapping
 // ErrUnsupported.
+//
+// The ops that take parameters (last_k, first_k, top_k, approx_percentile,
+// histogram) take the defaults of Params; NewWith takes them.
 func New(op schemas.Op, t schemas.Type) (Partial, error) {
-	p, err := newPartial(op, t)
+	return NewWith(op, t, Params{})
+}
+
+// NewWith is New with the parameters of last_k, first_k, top_k,
+// approx_percentile and histogram (the other ops ignore them). Parameters
+// out of range give an error wrapping ErrUnsupported.
+func NewWith(op schemas.Op, t schemas.Type, params Params) (Partial, error) {
+	p, err := newPartial(op, t, params)
 	if err != nil {
 		return nil, err
 	}
 	return p, nil
 }
 
-func newPartial(op schemas.Op, t schemas.Type) (partial, error) {
+func newPartial(op schemas.Op, t schemas.Type, params Params) (partial, error) {
 	if op == schemas.OpCount {
 		return new(countPartial), nil
 	}
 	if !declarable(t) || !op.Accepts(t) {
 		return nil, fmt.Errorf("new %s partial over a %s field: %w", op, t, ErrUnsupported)
+	}
+	params, err := params.withDefaults(op)
+	if err != nil {
+		return nil, fmt.Errorf("new %s partial: %v: %w", op, err, ErrUnsupported)
 	}
 	switch op {
 	case schemas.OpSum:
@@ -200,6 +271,16 @@ func newPartial(op schemas.Op, t schemas.Type) (partial, error) {
 		return &distinctPartial{typ: t}, nil
 	case schemas.OpStddev:
 		return &stddevPartial{typ: t}, nil
+	case schemas.OpFirst:
+		return &lastPartial{typ: t, first: true}, nil
+	case schemas.OpLastK, schemas.OpFirstK:
+		return &lastKPartial{typ: t, first: op == schemas.OpFirstK, k: params.K}, nil
+	case schemas.OpTopK:
+		return &topKPartial{typ: t, k: params.K}, nil
+	case schemas.OpApproxPercentile:
+		return &percentilePartial{typ: t, qs: slices.Clone(params.Percentiles), sk: newDDSketch()}, nil
+	case schemas.OpHistogram:
+		return &histogramPartial{b: params.Buckets}, nil
 	}
 	return nil, fmt.Errorf("new %s partial: unknown op: %w", op, ErrUnsupported)
 }
@@ -208,7 +289,7 @@ func newPartial(op schemas.Op, t schemas.Type) (partial, error) {
 // schemas' loader guarantees): For panics if f's op does not accept its
 // field type.
 func For(f schemas.Feature) Partial {
-	p, err := New(f.Op, f.FieldType)
+	p, err := NewWith(f.Op, f.FieldType, ParamsOf(f))
 	if err != nil {
 		panic(fmt.Sprintf("aggregate.For(feature %q): %v", f.Name, err))
 	}

@@ -119,6 +119,9 @@ func TestEmpty(t *testing.T) {
 			want := result{}
 			if c.op.HasEmptyValue() {
 				want = result{V: schemas.Value{Type: c.op.ResultType(c.typ)}, OK: true}
+				if want.V.Type.Composite() {
+					want.V = schemas.CompositeValue(want.V.Type, 0, nil)
+				}
 			}
 			for _, evs := range [][]event{nil, at(null, null)} {
 				if c.op == schemas.OpCount && len(evs) > 0 {
@@ -221,6 +224,12 @@ func TestMergeMismatch(t *testing.T) {
 		{"last string into bool", mustNew(t, combo{schemas.OpLast, schemas.Bool}), mustNew(t, combo{schemas.OpLast, schemas.String})},
 		{"distinct int into string", mustNew(t, combo{schemas.OpApproxCountDistinct, schemas.String}), mustNew(t, combo{schemas.OpApproxCountDistinct, schemas.Int64})},
 		{"stddev int into float", mustNew(t, combo{schemas.OpStddev, schemas.Float64}), mustNew(t, combo{schemas.OpStddev, schemas.Int64})},
+		{"first into last", mustNew(t, combo{schemas.OpLast, schemas.String}), mustNew(t, combo{schemas.OpFirst, schemas.String})},
+		{"last_k into first_k", mustNew(t, combo{schemas.OpFirstK, schemas.String}), mustNew(t, combo{schemas.OpLastK, schemas.String})},
+		{"last_k int into string", mustNew(t, combo{schemas.OpLastK, schemas.String}), mustNew(t, combo{schemas.OpLastK, schemas.Int64})},
+		{"top_k int into string", mustNew(t, combo{schemas.OpTopK, schemas.String}), mustNew(t, combo{schemas.OpTopK, schemas.Int64})},
+		{"percentile int into float", mustNew(t, combo{schemas.OpApproxPercentile, schemas.Float64}), mustNew(t, combo{schemas.OpApproxPercentile, schemas.Int64})},
+		{"histogram into top_k", mustNew(t, combo{schemas.OpTopK, schemas.String}), mustNew(t, combo{schemas.OpHistogram, schemas.String})},
 		{"nil", mustNew(t, combo{schemas.OpCount, schemas.Null}), nil},
 		{"nil pointer", mustNew(t, combo{schemas.OpCount, schemas.Null}), nilCount},
 		{"nil pointer of another op", mustNew(t, combo{schemas.OpSum, schemas.Int64}), nilCount},

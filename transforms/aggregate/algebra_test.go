@@ -129,27 +129,33 @@ func TestEncodeRoundTrip(t *testing.T) {
 }
 
 // TestLastTiesOrderIndependent adds events with few distinct event times in
-// random orders: last must pick the same value every time.
+// random orders: last, first, last_k and first_k must pick the same values
+// every time.
 func TestLastTiesOrderIndependent(t *testing.T) {
-	for t0 := schemas.String; t0 <= schemas.Timestamp; t0++ {
-		c := combo{schemas.OpLast, t0}
-		t.Run(c.String(), func(t *testing.T) {
-			r := rand.New(rand.NewPCG(uint64(t0), 42))
-			for range trials {
-				evs := randEvents(r, c.typ, 1+r.IntN(30))
-				for i := range evs {
-					evs[i].t = int64(r.IntN(2)) // two times: ties everywhere
-				}
-				want := mustEncode(t, addAll(t, c, evs))
-				for range 5 {
-					r.Shuffle(len(evs), func(i, j int) { evs[i], evs[j] = evs[j], evs[i] })
-					if got := mustEncode(t, addAll(t, c, evs)); !bytes.Equal(got, want) {
-						t.Fatalf("last over a reordering encodes to %x, want %x", got, want)
-					}
+	for _, op := range []schemas.Op{schemas.OpLast, schemas.OpFirst, schemas.OpLastK, schemas.OpFirstK} {
+		for t0 := schemas.String; t0 <= schemas.Timestamp; t0++ {
+			testTiesOrderIndependent(t, combo{op, t0})
+		}
+	}
+}
+
+func testTiesOrderIndependent(t *testing.T, c combo) {
+	t.Run(c.String(), func(t *testing.T) {
+		r := rngFor(t)
+		for range trials {
+			evs := randEvents(r, c.typ, 1+r.IntN(30))
+			for i := range evs {
+				evs[i].t = int64(r.IntN(2)) // two times: ties everywhere
+			}
+			want := mustEncode(t, addAll(t, c, evs))
+			for range 5 {
+				r.Shuffle(len(evs), func(i, j int) { evs[i], evs[j] = evs[j], evs[i] })
+				if got := mustEncode(t, addAll(t, c, evs)); !bytes.Equal(got, want) {
+					t.Fatalf("%s over a reordering encodes to %x, want %x", c, got, want)
 				}
 			}
-		})
-	}
+		}
+	})
 }
 
 func TestCloneIndependent(t *testing.T) {

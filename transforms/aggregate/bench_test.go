@@ -20,6 +20,25 @@ var benchCombos = []combo{
 	{schemas.OpLast, schemas.String},
 	{schemas.OpApproxCountDistinct, schemas.String},
 	{schemas.OpStddev, schemas.Float64},
+	{schemas.OpFirst, schemas.String},
+	{schemas.OpLastK, schemas.String},
+	{schemas.OpFirstK, schemas.String},
+	{schemas.OpTopK, schemas.String},
+	{schemas.OpApproxPercentile, schemas.Float64},
+	{schemas.OpHistogram, schemas.String},
+}
+
+// benchParams are those of the example feature sets: the last 5
+// merchants, the top 5, p50/p90/p99, 20 buckets.
+var benchParams = Params{K: 5, Percentiles: []float64{0.5, 0.9, 0.99}, Buckets: 20}
+
+func benchNew(b *testing.B, c combo) Partial {
+	b.Helper()
+	p, err := NewWith(c.op, c.typ, benchParams)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return p
 }
 
 // tileEvents is a realistic tile: 20 events of one entity, amounts, and
@@ -47,7 +66,7 @@ func benchValues(t schemas.Type) []schemas.Value {
 // benchTile returns the partial of one tile, as read back from Bigtable.
 func benchTile(b *testing.B, c combo) Partial {
 	b.Helper()
-	p := mustNew(b, c)
+	p := benchNew(b, c)
 	for i, v := range benchValues(c.typ) {
 		p.Add(v, int64(i))
 	}
@@ -66,7 +85,7 @@ func BenchmarkAdd(b *testing.B) {
 	for _, c := range benchCombos {
 		b.Run(benchName(c), func(b *testing.B) {
 			vs := benchValues(c.typ)
-			p := mustNew(b, c)
+			p := benchNew(b, c)
 			b.ReportAllocs()
 			i := 0
 			for b.Loop() {

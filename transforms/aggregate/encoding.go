@@ -23,6 +23,12 @@ const (
 	tagApproxCountDistinct = 7
 	tagStddev              = 8 // Welford's (n, mean, M2): decoded, no longer written
 	tagStddevExact         = 9 // n and exact sums: what stddev writes
+	tagFirst               = 10
+	tagLastK               = 11
+	tagFirstK              = 12
+	tagTopK                = 13
+	tagApproxPercentile    = 14
+	tagHistogram           = 15
 )
 
 var opByTag = [...]schemas.Op{
@@ -35,6 +41,12 @@ var opByTag = [...]schemas.Op{
 	tagApproxCountDistinct: schemas.OpApproxCountDistinct,
 	tagStddev:              schemas.OpStddev,
 	tagStddevExact:         schemas.OpStddev,
+	tagFirst:               schemas.OpFirst,
+	tagLastK:               schemas.OpLastK,
+	tagFirstK:              schemas.OpFirstK,
+	tagTopK:                schemas.OpTopK,
+	tagApproxPercentile:    schemas.OpApproxPercentile,
+	tagHistogram:           schemas.OpHistogram,
 }
 
 func opTag(op schemas.Op) byte {
@@ -55,6 +67,18 @@ func opTag(op schemas.Op) byte {
 		return tagApproxCountDistinct
 	case schemas.OpStddev:
 		return tagStddevExact
+	case schemas.OpFirst:
+		return tagFirst
+	case schemas.OpLastK:
+		return tagLastK
+	case schemas.OpFirstK:
+		return tagFirstK
+	case schemas.OpTopK:
+		return tagTopK
+	case schemas.OpApproxPercentile:
+		return tagApproxPercentile
+	case schemas.OpHistogram:
+		return tagHistogram
 	}
 	panic("aggregate: no tag for op " + string(op)) // unreachable: New knows every op
 }
@@ -80,7 +104,7 @@ func Decode(b []byte) (Partial, error) {
 	if op == schemas.OpCount && t != schemas.Null {
 		return nil, fmt.Errorf("decode count partial: field type %s, want null: %w", t, ErrCorrupt)
 	}
-	p, err := newPartial(op, t)
+	p, err := newPartial(op, t, Params{})
 	if err != nil {
 		return nil, fmt.Errorf("decode partial: %s over field type %s: %w", op, t, ErrCorrupt)
 	}
@@ -119,6 +143,14 @@ func decodePayload(p partial, d *decoder) {
 	case *distinctPartial:
 		p.decodePayload(d)
 	case *stddevPartial:
+		p.decodePayload(d)
+	case *lastKPartial:
+		p.decodePayload(d)
+	case *topKPartial:
+		p.decodePayload(d)
+	case *percentilePartial:
+		p.decodePayload(d)
+	case *histogramPartial:
 		p.decodePayload(d)
 	default:
 		panic(fmt.Sprintf("aggregate: no decoder for %T", p)) // unreachable

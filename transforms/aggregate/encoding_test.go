@@ -35,6 +35,17 @@ func TestEncodingGolden(t *testing.T) {
 			"010701" + "020e0001" + "00000000" + "00000002" + "02293dd8" + "00000008" + "b8bad70ea0c1cd02"},
 		{"approx_count_distinct/string/empty", combo{schemas.OpApproxCountDistinct, schemas.String}, nil, "010701"},
 		{"stddev/float64", combo{schemas.OpStddev, schemas.Float64}, at(f64(1), f64(3)), "010903" + "02" + "00" + "04" + "02" + "01" + "01" + "02" + "02" + "01" + "05"}, // n 2, finite, S1 = 1·2², S2 = 5·2¹
+		{"first/string", combo{schemas.OpFirst, schemas.String}, []event{{str("é"), -1}}, "010a01" + "01" + "01" + "02c3a9"},
+		{"last_k/int64", combo{schemas.OpLastK, schemas.Int64}, at(i64(1), i64(-2)), "010b02" + "03" + "02" + "04" + "03" + "02" + "02"}, // k 3, 2 values: (t 2, -2), (t 1, 1)
+		{"first_k/int64", combo{schemas.OpFirstK, schemas.Int64}, at(i64(1), i64(-2)), "010c02" + "03" + "02" + "02" + "02" + "04" + "03"},
+		{"top_k/string", combo{schemas.OpTopK, schemas.String}, at(str("b"), str("a"), str("b")), "010d01" + "03" + "02" + "0161" + "01" + "0162" + "02"},
+		{"histogram/string", combo{schemas.OpHistogram, schemas.String}, at(str("e"), str("a"), str("c"), str("a"), str("b"), str("d")),
+			"010f01" + "04" + "01" + "04" + "0161" + "02" + "0162" + "01" + "0163" + "01" + "0164" + "01"}, // 4 buckets, overflow 1 (e)
+		{"approx_percentile/float64", combo{schemas.OpApproxPercentile, schemas.Float64}, at(f64(1), f64(0), f64(-1), f64(100)),
+			"010e03" + "05" + "7b14ae47e17a843f" + "000000000000d03f" + "000000000000e03f" + "cdccccccccccec3f" + "2b8716d9cef7ef3f" + // 5 percentiles
+				"01" + // zero count
+				"02" + "00" + "01" + "e601" + "01" + // positive: index 0 (1) once, index 230 (100) once
+				"01" + "00" + "01"}, // negative: index 0 (-1) once
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -84,14 +95,15 @@ func TestDecodeErrors(t *testing.T) {
 		{"version only", "01", ErrCorrupt, "header"},
 		{"short header", "0101", ErrCorrupt, "header"},
 		{"op tag 0", "010000", ErrCorrupt, "op tag 0"},
-		{"op tag 10", "010a00", ErrCorrupt, "op tag 10"},
+		{"op tag 16", "011000", ErrCorrupt, "op tag 16"},
 		{"stddev exact sum not canonical", "01090301" + "00" + "02" + "02" + "01" + "02" + "00" + "00" + "00", ErrCorrupt, "canonical"},
 		{"op tag 255", "01ff00", ErrCorrupt, "op tag 255"},
 		{"count over a field", "01010200", ErrCorrupt, "field type int64"},
 		{"sum over string", "01020100", ErrCorrupt, "sum over field type string"},
 		{"min over bool", "01030400", ErrCorrupt, "min over field type bool"},
 		{"last over null", "01060000", ErrCorrupt, "last over field type null"},
-		{"unknown type", "01060600", ErrCorrupt, "Type(6)"},
+		{"unknown type", "01060a00", ErrCorrupt, "Type(10)"},
+		{"last over a composite type", "01060600", ErrCorrupt, "last over field type list"},
 		{"count without payload", "010100", ErrCorrupt, "truncated varint"},
 		{"count truncated varint", "01010080", ErrCorrupt, "truncated varint"},
 		{"count non-minimal varint", "0101008000", ErrCorrupt, "non-minimal"},
@@ -110,6 +122,27 @@ func TestDecodeErrors(t *testing.T) {
 		{"last bool byte 2", "010604010a02", ErrCorrupt, "bool byte 2"},
 		{"last missing value", "010602010a", ErrCorrupt, "truncated"},
 		{"stddev negative M2", "01080302" + "0000000000000040" + "000000000000f0bf", ErrCorrupt, "negative M2"},
+		{"first missing value", "010a01" + "01", ErrCorrupt, "truncated"},
+		{"last_k k 0", "010b02" + "00" + "00", ErrCorrupt, "k 0"},
+		{"last_k k 101", "010b02" + "65" + "00", ErrCorrupt, "k 101"},
+		{"last_k more values than k", "010b02" + "01" + "02" + "0202" + "0202", ErrCorrupt, "at most k values"},
+		{"last_k out of order", "010b02" + "03" + "02" + "02" + "02" + "04" + "03", ErrCorrupt, "out of order"},
+		{"first_k out of order", "010c02" + "03" + "02" + "04" + "03" + "02" + "02", ErrCorrupt, "out of order"},
+		{"last_k truncated", "010b02" + "03" + "02" + "04", ErrCorrupt, "truncated"},
+		{"top_k count 0", "010d01" + "03" + "01" + "0161" + "00", ErrCorrupt, "count 0"},
+		{"top_k repeated value", "010d01" + "03" + "02" + "0161" + "01" + "0161" + "01", ErrCorrupt, "out of order"},
+		{"top_k beyond capacity", "010d01" + "01" + "8101", ErrCorrupt, "at most 128 counters"},
+		{"histogram limit 0", "010f01" + "00" + "00" + "00", ErrCorrupt, "limit of 0"},
+		{"histogram overflow without full buckets", "010f01" + "04" + "01" + "01" + "0161" + "01", ErrCorrupt, "overflow 1 with 1 of 4"},
+		{"histogram out of order", "010f01" + "04" + "00" + "02" + "0162" + "01" + "0161" + "01", ErrCorrupt, "out of order"},
+		{"histogram over int64", "010f02" + "04" + "00" + "00", ErrCorrupt, "histogram over field type int64"},
+		{"percentile over string", "010e01", ErrCorrupt, "approx_percentile over field type string"},
+		{"percentile no percentiles", "010e03" + "00", ErrCorrupt, "0 percentiles"},
+		{"percentile 1", "010e03" + "01" + "000000000000f03f" + "00" + "00" + "00", ErrCorrupt, "not in (0, 1)"},
+		{"percentile bin gap 0", "010e03" + "01" + "000000000000e03f" + "00" + "02" + "00" + "01" + "00" + "01" + "00", ErrCorrupt, "gap 0"},
+		{"percentile bin count 0", "010e03" + "01" + "000000000000e03f" + "00" + "01" + "00" + "00" + "00", ErrCorrupt, "bin count 0"},
+		{"percentile bins span", "010e03" + "01" + "000000000000e03f" + "00" + "03" + "00" + "01" + "ff0f" + "01" + "02" + "01" + "00", ErrCorrupt, "span"},
+		{"percentile bin index beyond", "010e03" + "01" + "000000000000e03f" + "00" + "01" + "feffff0f" + "01" + "00", ErrCorrupt, "bin index"},
 		{"distinct short sketch", "01070102", ErrCorrupt, "sketch header"},
 		{"distinct sketch version 1", "010701010e0001", ErrCorrupt, "sketch header"},
 		{"distinct sketch precision 16", "010701021000010000000000000000000000000000000000", ErrCorrupt, "sketch header"},

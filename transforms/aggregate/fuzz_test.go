@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"testing"
@@ -31,6 +32,20 @@ func seedEncodings(tb testing.TB) map[string][]byte {
 		p.Add(i64(int64(i)), 0)
 	}
 	seeds["valid_approx_count_distinct_int64_dense"] = mustEncode(tb, p)
+	// A top_k summary over its capacity, a collapsed percentile sketch, a
+	// full histogram with overflow.
+	top := mustNew(tb, combo{schemas.OpTopK, schemas.Int64})
+	pct := mustNew(tb, combo{schemas.OpApproxPercentile, schemas.Float64})
+	hist := mustNew(tb, combo{schemas.OpHistogram, schemas.String})
+	for i := range 1000 {
+		top.Add(i64(int64(i%300)), 0)
+		pct.Add(f64(math.Pow(10, float64(i%400)/10-20)), 0)
+		pct.Add(f64(-float64(i)), 0)
+		hist.Add(str(fmt.Sprint(i%50)), 0)
+	}
+	seeds["valid_top_k_int64_full"] = mustEncode(tb, top)
+	seeds["valid_approx_percentile_float64_collapsed"] = mustEncode(tb, pct)
+	seeds["valid_histogram_string_overflow"] = mustEncode(tb, hist)
 	return seeds
 }
 

@@ -9,27 +9,39 @@ import (
 )
 
 // lastPartial keeps the value with the latest event time; of values with
-// equal event times it keeps the largest by compareValues.
+// equal event times it keeps the largest by compareValues. With first set
+// it is first: the value with the earliest event time, of equal ones the
+// smallest.
 type lastPartial struct {
-	typ schemas.Type
-	has bool
-	t   int64
-	v   schemas.Value // canonical, of type typ
+	typ   schemas.Type
+	first bool
+	has   bool
+	t     int64
+	v     schemas.Value // canonical, of type typ
 }
 
-func (p *lastPartial) Op() schemas.Op          { return schemas.OpLast }
+func (p *lastPartial) Op() schemas.Op {
+	if p.first {
+		return schemas.OpFirst
+	}
+	return schemas.OpLast
+}
+
 func (p *lastPartial) fieldType() schemas.Type { return p.typ }
 func (p *lastPartial) Clone() Partial          { c := *p; return &c }
 
 func (p *lastPartial) Add(v schemas.Value, t int64) {
-	if v.Type != p.typ || (p.has && t < p.t) {
+	if v.Type != p.typ || (p.has && (p.first && t > p.t || !p.first && t < p.t)) {
 		return
 	}
-	// Keep only the field the type uses, and bools as 0 or 1, so that equal
-	// values compare, encode and report equally. (Not a helper taking v: a
-	// copy of v here costs more than the rest of Add.)
-	c := schemas.Value{Type: p.typ}
-	switch p.typ {
+	p.fold(t, canonical(v, p.typ))
+}
+
+// canonical returns v (of type t) with only the field its type uses, and
+// bools as 0 or 1, so that equal values compare, encode and report equally.
+func canonical(v schemas.Value, t schemas.Type) schemas.Value {
+	c := schemas.Value{Type: t}
+	switch t {
 	case schemas.String:
 		c.Str = v.Str
 	case schemas.Float64:
@@ -41,19 +53,24 @@ func (p *lastPartial) Add(v schemas.Value, t int64) {
 	default:
 		c.Int = v.Int
 	}
-	p.fold(t, c)
+	return c
 }
 
 // fold folds in canonical value v at event time t.
 func (p *lastPartial) fold(t int64, v schemas.Value) {
-	if !p.has || t > p.t || (t == p.t && compareValues(v, p.v) > 0) {
-		p.has, p.t, p.v = true, t, v
+	switch {
+	case !p.has:
+	case p.first && (t > p.t || (t == p.t && compareValues(v, p.v) >= 0)):
+		return
+	case !p.first && (t < p.t || (t == p.t && compareValues(v, p.v) <= 0)):
+		return
 	}
+	p.has, p.t, p.v = true, t, v
 }
 
 func (p *lastPartial) Merge(other Partial) error {
 	o, ok := other.(*lastPartial)
-	if !ok || o == nil || o.typ != p.typ {
+	if !ok || o == nil || o.typ != p.typ || o.first != p.first {
 		return mismatch(p, other)
 	}
 	if o.has {
@@ -65,7 +82,7 @@ func (p *lastPartial) Merge(other Partial) error {
 func (p *lastPartial) Result() (schemas.Value, bool) { return p.v, p.has }
 
 func (p *lastPartial) AppendBinary(b []byte) ([]byte, error) {
-	b = appendHeader(b, schemas.OpLast, p.typ)
+	b = appendHeader(b, p.Op(), p.typ)
 	if b = appendOpt(b, p.has); p.has {
 		b = appendVarint(b, p.t)
 		b = appendValue(b, p.v)

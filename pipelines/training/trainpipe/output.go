@@ -226,7 +226,11 @@ func newParquetWriter(w io.Writer, cols []Column) (*parquetWriter, error) {
 		fields[i] = arrow.Field{Name: c.Name, Type: arrowType(c.Type), Nullable: true}
 	}
 	schema := arrow.NewSchema(fields, nil)
-	props := parquet.NewWriterProperties(parquet.WithCompression(compress.Codecs.Snappy), parquet.WithDictionaryDefault(true))
+	// The root is REQUIRED, as parquet-mr and pyarrow write it: Arrow Go's
+	// default, REPEATED, makes readers that count the root's repetition
+	// (hyparquet) read every column one repetition level deep and fail.
+	props := parquet.NewWriterProperties(parquet.WithCompression(compress.Codecs.Snappy), parquet.WithDictionaryDefault(true),
+		parquet.WithRootRepetition(parquet.Repetitions.Required))
 	// The writer closes its sink when it closes; the caller closes the file.
 	fw, err := pqarrow.NewFileWriter(schema, struct{ io.Writer }{w}, props, pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema()))
 	if err != nil {

@@ -22,6 +22,7 @@
 //	--insecure_no_auth         allow serving without --api_keys on a non-loopback address
 //	--tls_cert, --tls_key      serve HTTPS with this certificate and key (PEM)
 //	--expose_sources           show the definitions' sources in /v1/featuresets
+//	--ui=true                  serve the web page under /ui/ (package serving/ui)
 //	--max_entities 1000        entities per POST request
 //	--max_connections 1024     open connections (idle ones are closed first; then 503)
 //	--max_concurrent 64        feature requests in flight (then 503 after --queue_timeout)
@@ -75,6 +76,7 @@ import (
 	"github.com/tandem-fp/tandem/schemas/bigtablestore"
 	"github.com/tandem-fp/tandem/serving"
 	"github.com/tandem-fp/tandem/serving/apikeys"
+	"github.com/tandem-fp/tandem/serving/ui"
 )
 
 // paths is a repeatable string flag.
@@ -95,6 +97,7 @@ type options struct {
 	tlsCert        string
 	tlsKey         string
 	exposeSources  bool
+	ui             bool
 	maxEntities    int
 	maxConns       int
 	maxConcurrent  int
@@ -124,6 +127,7 @@ func parseFlags(args []string) (options, error) {
 	fl.StringVar(&o.tlsCert, "tls_cert", "", "TLS certificate file (PEM); with --tls_key the API speaks HTTPS")
 	fl.StringVar(&o.tlsKey, "tls_key", "", "TLS private key file (PEM)")
 	fl.BoolVar(&o.exposeSources, "expose_sources", false, "show the definitions' sources (tables, queries, file paths, subscriptions) in /v1/featuresets")
+	fl.BoolVar(&o.ui, "ui", true, "serve the web page under /ui/ (it reads the same API, with the same API keys)")
 	fl.IntVar(&o.maxEntities, "max_entities", serving.DefaultMaxEntities, "entities one POST request may read")
 	fl.IntVar(&o.maxConns, "max_connections", serving.DefaultMaxConnections, "open connections; beyond it idle ones are closed, then new ones get 503")
 	fl.IntVar(&o.maxConcurrent, "max_concurrent", serving.DefaultMaxConcurrent, "feature requests served at once; more wait --queue_timeout, then 503")
@@ -312,6 +316,9 @@ func run(ctx context.Context, o options, log *slog.Logger, ready chan<- listenin
 
 	hs := api.HTTPServer()
 	hs.TLSConfig = tlsConfig
+	if o.ui {
+		hs.Handler = ui.Handler(hs.Handler)
+	}
 	var admin *http.Server
 	var adminLis net.Listener
 	if o.metricsAddr != "" {
@@ -333,7 +340,7 @@ func run(ctx context.Context, o options, log *slog.Logger, ready chan<- listenin
 		metricsAt = adminLis.Addr().String()
 	}
 	log.Info("serving", "addr", lis.Addr().String(), "tls", tlsConfig != nil, "metrics_addr", metricsAt, "featuresets", names, "services", serviceNames(services), "bigtable", o.bt.String(),
-		"api_keys", keys != nil, "stale_after", o.staleAfter.String(), "request_timeout", o.requestTimeout.String())
+		"api_keys", keys != nil, "ui", o.ui, "stale_after", o.staleAfter.String(), "request_timeout", o.requestTimeout.String())
 	if ready != nil {
 		ready <- listening{api: lis.Addr().String(), metrics: metricsAt}
 	}

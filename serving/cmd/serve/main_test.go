@@ -184,6 +184,9 @@ func TestRun(t *testing.T) {
 		{admin + "/metrics", "", 200},
 		{admin + "/readyz", "", 200},
 		{admin + "/v1/features/cards/c1", "test-key-0123456789", 404},
+		{api + "/ui/", "", 200}, // the page is open; it asks for a key and reads the API with it
+		{api + "/ui/entity.js", "", 200},
+		{admin + "/ui/", "", 404},
 	} {
 		if got := get(t, hc, tc.url, tc.key); got != tc.want {
 			t.Errorf("GET %s = %d, want %d", tc.url, got, tc.want)
@@ -194,6 +197,17 @@ func TestRun(t *testing.T) {
 	}
 	if strings.Contains(s.logs.String(), "level=WARN") {
 		t.Errorf("warnings on loopback with keys:\n%s", s.logs)
+	}
+}
+
+// TestNoUI: --ui=false serves no page.
+func TestNoUI(t *testing.T) {
+	s, err := start(t, "--addr", "127.0.0.1:0", "--metrics_addr", "", "--ui=false")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := get(t, http.DefaultClient, "http://"+s.addrs.api+"/ui/index.html", ""); got != http.StatusNotFound {
+		t.Errorf("GET /ui/index.html with --ui=false = %d, want 404", got)
 	}
 }
 

@@ -1,0 +1,412 @@
+// The entity page: look up every feature of one entity at now or at a given
+// instant (GET /v1/features/{set}/{entity}), and draw the history of some
+// of them over a range, sampled by past reads (the same GET with at=, at
+// most four in flight), a line per feature, with markers coloured by
+// status and gaps where a value is NOT_FOUND.
+/* global uPlot */
+import {api, el, entityPath, errorBox, formatValue, guard, mapLimit, parseDuration, start, statusBadge, timeCell} from './common.js';
+
+const colors = ['#2458c6', '#d9480f', '#2b8a3e', '#862e9c'];
+const maxDrawn = colors.length;
+const concurrency = 4;
+const plottable = new Set(['int64', 'float64', 'bool']);
+
+const $ = (id) => document.getElementById(id);
+const state = {sets: new Map(), set: null, key: '', at: '', chart: null, resize: null};
+
+function featurePath(set, key, params) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v) q.set(k, v);
+  const qs = q.toString();
+  return '/v1/features/' + encodeURIComponent(set) + '/' + entityPath(key) + (qs ? '?' + qs : '');
+}
+
+function definition(f) {
+  if (!f) return '';
+  return f.op + (f.field ? '(' + f.field + ')' : '') + ' over ' + f.window + ', ' + f.tile + ' tiles';
+}
+
+function syncURL(extra = {}) {
+  const q = new URLSearchParams();
+  if (state.set) q.set('set', state.set.name);
+  if (state.key) q.set('key', state.key);
+  if (state.at) q.set('at', state.at);
+  for (const [k, v] of Object.entries(extra)) if (v) q.set(k, v);
+  history.replaceState(null, '', '?' + q.toString());
+}
+
+// --- lookup ---------------------------------------------------------------
+
+function renderValues(fs, res) {
+  const defs = new Map((fs.features || []).map((f) => [f.name, f]));
+  const rows = Object.entries(res.features || {}).map(([name, v]) => el('tr', {'data-feature': name, 'data-status': v.status},
+    el('td', {class: 'head'}, el('b', {text: name})),
+    el('td', {class: 'value', 'data-label': 'value', 'data-value': JSON.stringify(v.value === undefined ? null : v.value), text: formatValue(v.value)}),
+    el('td', {'data-label': 'status'}, statusBadge(v.status), v.as_of
+      ? el('span', {class: 'asof sub', title: v.as_of, text: 'as of ' + v.as_of.replace('T', ' ').replace(/\.\d+Z$/, 'Z')})
+      : null),
+    el('td', {class: 'sub', 'data-label': 'definition', text: definition(defs.get(name))}),
+  ));
+  $('values').tBodies[0].replaceChildren(...rows);
+  $('values-title').textContent = fs.name + ' / ' + res.entity;
+  $('values-at').replaceChildren('at ', timeCell(res.at), state.at ? '' : ' (now, by the server\'s clock)');
+  const f = res.freshness || {};
+  $('values-freshness').replaceChildren(
+    el('dt', {text: 'batch watermark'}), el('dd', {}, timeCell(f.batch_watermark)),
+    el('dt', {text: 'stream watermark'}), el('dd', {}, timeCell(f.stream_watermark)),
+    el('dt', {text: 'newest stream tile'}), el('dd', {}, timeCell(f.stream_latest_tile)),
+  );
+  $('values-card').hidden = false;
+  $('values-card').dataset.entity = res.entity;
+}
+
+function renderFeatureChoices(fs, chosen) {
+  const feats = fs.features || [];
+  let picked = chosen && chosen.length ? chosen : feats.filter((f) => plottable.has(f.result_type)).slice(0, 2).map((f) => f.name);
+  if (!picked.length && feats.length) picked = [feats[0].name];
+  $('history-features').replaceChildren(...feats.map((f) => {
+    const box = el('input', {type: 'checkbox', name: 'feature', value: f.name, checked: picked.includes(f.name)});
+    const drawable = plottable.has(f.result_type);
+    return el('label', {class: drawable ? '' : 'disabled', title: drawable ? definition(f) : f.result_type + ': shown in the table, not drawn'},
+      box, f.name, drawable ? '' : ' (table)');
+  }));
+}
+
+async function lookup() {
+  const set = state.sets.get($('set').value);
+  const key = $('key').value;
+  const at = $('at').value.trim();
+  $('lookup-error').replaceChildren();
+  if (!set) throw new Error('choose a feature set');
+  let res;
+  try {
+    res = await api(featurePath(set.name, key, {at}));
+  } catch (err) {
+    $('values-card').hidden = true; // not the values of an earlier lookup under this error
+    throw err;
+  }
+  const changed = !state.set || state.set.name !== set.name;
+  state.set = set;
+  state.key = key;
+  state.at = at;
+  renderValues(set, res);
+  if (changed || !$('history-features').children.length) {
+    const wanted = new URLSearchParams(location.search).get('features');
+    renderFeatureChoices(set, wanted ? wanted.split(',') : null);
+  }
+  $('history-card').hidden = false;
+  syncURL();
+}
+
+// --- history --------------------------------------------------------------
+
+// iso is an instant in milliseconds as RFC 3339 in UTC, to the second.
+const iso = (ms) => new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z');
+
+const rfc3339 = /^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$/;
+
+function parseInstant(text, what) {
+  if (!rfc3339.test(text)) throw new Error(what + ' "' + text.slice(0, 64) + '" is not an RFC 3339 instant (like 2026-11-30T08:00:00Z)');
+  return Date.parse(text);
+}
+
+// instants returns n instants from `from` to `to` (milliseconds), the last
+// one `to`; when the step is a minute or more the others are whole minutes,
+// on the tile boundaries of minute tiles (reads there are exact at `at`).
+function instants(from, to, n) {
+  const step = (to - from) / (n - 1);
+  const out = [];
+  for (let i = 0; i < n - 1; i++) {
+    let t = from + i * step;
+    if (step >= 60e3) t = Math.floor(t / 60e3) * 60e3;
+    if (!out.length || t > out[out.length - 1]) out.push(t);
+  }
+  out.push(to);
+  return out;
+}
+
+// toPlot is a feature value as a number to draw, null for a gap, or
+// undefined when it cannot be drawn (strings, lists, non-finite floats).
+function toPlot(v) {
+  if (v === null || v === undefined) return null;
+  if (typeof v === 'number') return v;
+  if (typeof v === 'boolean') return v ? 1 : 0;
+  return undefined;
+}
+
+async function drawHistory() {
+  const fs = state.set;
+  const chosen = [...document.querySelectorAll('#history-features input:checked')].map((b) => b.value);
+  $('history-error').replaceChildren();
+  if (!chosen.length) throw new Error('choose at least one feature');
+  const n = Number($('points').value);
+  const range = $('range').value;
+  const progress = $('history-progress');
+  const draw = $('draw');
+  draw.disabled = true;
+  try {
+    // The range ends at "to", the custom one or the instant of the lookup;
+    // with neither, at the server's now, taken from a real-time read.
+    let to;
+    let last = null;
+    const toText = range === 'custom' ? $('to').value.trim() : state.at;
+    if (toText) {
+      to = parseInstant(toText, 'to');
+    } else {
+      last = await api(featurePath(fs.name, state.key, {features: chosen.join(',')}));
+      to = Date.parse(last.at);
+    }
+    let from = range === 'custom' ? parseInstant($('from').value.trim(), 'from') : to - parseDuration(range);
+    if (!(from < to)) throw new Error('"from" must be before "to"');
+    // The API reads `at` only where every window lies within the set's
+    // retention (at ≥ now − retention + longest window + its tile): start
+    // there, a minute later for the time the reads take.
+    let clamped = '';
+    const retention = parseDuration(fs.retention);
+    if (retention > 0) {
+      const now = last ? to : Date.now();
+      const reach = Math.max(...chosen.map((n) => {
+        const f = (fs.features || []).find((x) => x.name === n);
+        return f ? parseDuration(f.window) + parseDuration(f.tile) : 0;
+      }));
+      const oldest = Math.ceil((now - retention + reach + 60e3) / 60e3) * 60e3;
+      if (from < oldest && oldest < to) {
+        clamped = 'The range starts at ' + iso(oldest) + ': ' + fs.name + ' keeps ' + fs.retention +
+          ' of tiles, so these windows can be read no further back.';
+        from = oldest;
+      }
+    }
+    const ats = instants(from, to, n);
+    if (last) ats.pop();
+    let done = 0;
+    progress.textContent = 'Reading ' + ats.length + ' instants…';
+    const reads = await mapLimit(ats, concurrency, async (t) => {
+      const r = await api(featurePath(fs.name, state.key, {features: chosen.join(','), at: new Date(t).toISOString()}));
+      done++;
+      progress.textContent = 'Read ' + done + ' of ' + ats.length + ' instants…';
+      return r;
+    });
+    if (last) reads.push(last);
+    const ok = reads.filter((r) => !(r instanceof Error));
+    const failed = reads.filter((r) => r instanceof Error);
+    if (failed.length) {
+      const box = errorBox(failed[0]);
+      box.prepend(failed.length + ' of ' + reads.length + ' reads failed; the first said: ');
+      $('history-error').replaceChildren(box);
+    }
+    progress.textContent = ok.length + ' reads from ' + iso(from) + ' to ' + iso(to) + '. ' + clamped;
+    renderChart(fs, chosen, ok);
+    renderHistoryTable(chosen, ok);
+    syncURL({features: chosen.join(',')});
+  } finally {
+    draw.disabled = false;
+  }
+}
+
+// series builds the chart's aligned data: x = the instant each value is
+// exact at (its as_of, else the read's at), per feature its values (null
+// where NOT_FOUND) and statuses.
+function series(features, reads) {
+  const xs = new Set();
+  const points = features.map(() => new Map());
+  for (const r of reads) {
+    features.forEach((f, i) => {
+      const v = r.features && r.features[f];
+      if (!v) return;
+      const x = Date.parse(v.as_of || r.at) / 1000;
+      xs.add(x);
+      points[i].set(x, {y: toPlot(v.value), status: v.status});
+    });
+  }
+  const x = [...xs].sort((a, b) => a - b);
+  const ys = points.map((m) => x.map((t) => (m.has(t) ? m.get(t).y : undefined)));
+  const statuses = points.map((m) => x.map((t) => (m.has(t) ? m.get(t).status : undefined)));
+  return {x, ys, statuses};
+}
+
+function renderChart(fs, chosen, reads) {
+  const defs = new Map((fs.features || []).map((f) => [f.name, f]));
+  const box = $('chart');
+  if (state.chart) {
+    state.chart.destroy();
+    state.chart = null;
+  }
+  if (state.resize) state.resize.disconnect();
+  box.replaceChildren();
+  const all = series(chosen, reads);
+  // Draw the features whose values are numbers or booleans, up to four.
+  const drawn = [];
+  chosen.forEach((f, i) => {
+    const values = all.ys[i];
+    const numeric = values.some((v) => typeof v === 'number') || (values.every((v) => v === null || v === undefined) && plottable.has(defs.get(f)?.result_type));
+    const hasUndrawable = reads.some((r) => r.features && r.features[f] && toPlot(r.features[f].value) === undefined);
+    if (numeric && !hasUndrawable && drawn.length < maxDrawn) drawn.push(i);
+  });
+  const notDrawn = chosen.filter((_, i) => !drawn.includes(i));
+  $('history-note').textContent = notDrawn.length
+    ? 'Not drawn (values that are not numbers, or more than ' + maxDrawn + ' features): ' + notDrawn.join(', ') + '; see the table.'
+    : '';
+  let pts = 0;
+  let stale = 0;
+  let missing = 0;
+  for (const i of drawn) {
+    all.ys[i].forEach((y, j) => {
+      if (y === undefined) return;
+      if (y === null) missing++;
+      else pts++;
+      if (all.statuses[i][j] === 'STALE' && y !== null) stale++;
+    });
+  }
+  box.dataset.series = String(drawn.length);
+  box.dataset.points = String(pts);
+  box.dataset.stale = String(stale);
+  box.dataset.notFound = String(missing);
+  box.dataset.reads = String(reads.length);
+  $('status-legend').hidden = drawn.length === 0;
+  if (!drawn.length || !all.x.length) return;
+
+  const statusOf = drawn.map((i) => all.statuses[i]);
+  const narrow = box.clientWidth < 500;
+  const opts = {
+    width: Math.max(280, box.clientWidth),
+    height: narrow ? 260 : 340,
+    tzDate: (ts) => uPlot.tzDate(new Date(ts * 1e3), 'Etc/UTC'),
+    scales: Object.fromEntries([['x', {time: true}], ...drawn.map((_, k) => ['y' + k, {}])]),
+    series: [
+      {label: 'instant (UTC)', value: (u, v) => (v == null ? '—' : new Date(v * 1000).toISOString().replace('.000Z', 'Z'))},
+      ...drawn.map((i, k) => ({
+        label: chosen[i], scale: 'y' + k, stroke: colors[k], width: 2, spanGaps: false,
+        points: {show: false},
+        value: (u, v, s, idx) => (v === undefined || v === null ? (idx != null && statusOf[k][idx] ? statusOf[k][idx] : '—') : formatValue(v)),
+      })),
+    ],
+    axes: [
+      {stroke: '#5b6472', grid: {stroke: '#eceef1'}, ticks: {stroke: '#d9dee5'}, values: utcLabels},
+      ...drawn.map((i, k) => ({scale: 'y' + k, side: k % 2 ? 1 : 3, stroke: colors[k], size: narrow ? 44 : 56,
+        grid: {show: k === 0, stroke: '#eceef1'}, ticks: {stroke: '#d9dee5'},
+        incrs: integral.has(defs.get(chosen[i])?.result_type) ? wholeSteps : undefined})),
+    ],
+    hooks: {draw: [(u) => drawStatus(u, statusOf)]},
+  };
+  state.chart = new uPlot(opts, [all.x, ...drawn.map((i) => all.ys[i])], box);
+  state.resize = new ResizeObserver(() => {
+    if (state.chart && box.clientWidth > 0 && Math.abs(state.chart.width - box.clientWidth) > 4) {
+      state.chart.setSize({width: Math.max(280, box.clientWidth), height: opts.height});
+    }
+  });
+  state.resize.observe(box);
+}
+
+const integral = new Set(['int64', 'bool']);
+const wholeSteps = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 1e6, 1e7, 1e8, 1e9];
+
+// utcLabels labels the time axis in UTC, 24-hour, with the date under the
+// first tick of each day.
+function utcLabels(u, splits) {
+  let day = '';
+  return splits.map((s) => {
+    const iso = new Date(s * 1000).toISOString();
+    const d = iso.slice(5, 10);
+    const label = iso.slice(11, 16);
+    if (d === day) return label;
+    day = d;
+    return label + '\n' + d;
+  });
+}
+
+// drawStatus draws a marker per value: filled in the line's colour when
+// PRESENT, amber when STALE, and, where the value is NOT_FOUND (the line has
+// a gap there), a hollow one in the line's colour just under the plot.
+function drawStatus(u, statusOf) {
+  const ctx = u.ctx;
+  const r = 3.5 * devicePixelRatio;
+  const bottom = u.bbox.top + u.bbox.height + r + 2 * devicePixelRatio;
+  ctx.save();
+  ctx.lineWidth = 1.5 * devicePixelRatio;
+  for (let k = 1; k < u.series.length; k++) {
+    const s = u.series[k];
+    if (!s.show) continue;
+    const ys = u.data[k];
+    for (let j = 0; j < ys.length; j++) {
+      const y = ys[j];
+      if (y === undefined) continue;
+      const cx = u.valToPos(u.data[0][j], 'x', true);
+      const status = statusOf[k - 1][j];
+      ctx.beginPath();
+      if (y === null) {
+        ctx.arc(cx, bottom, r, 0, 2 * Math.PI);
+        ctx.fillStyle = '#fff';
+        ctx.strokeStyle = colors[k - 1];
+      } else {
+        ctx.arc(cx, u.valToPos(y, s.scale, true), r, 0, 2 * Math.PI);
+        ctx.fillStyle = status === 'STALE' ? '#f5b041' : colors[k - 1];
+        ctx.strokeStyle = status === 'STALE' ? '#a35a00' : colors[k - 1];
+      }
+      ctx.fill();
+      ctx.stroke();
+    }
+  }
+  ctx.restore();
+}
+
+function renderHistoryTable(chosen, reads) {
+  const table = $('history-table');
+  table.tHead.replaceChildren(el('tr', {}, el('th', {text: 'at'}), chosen.map((f) => el('th', {text: f}))));
+  table.tBodies[0].replaceChildren(...reads.map((r) => el('tr', {'data-at': r.at},
+    el('td', {}, timeCell(r.at)),
+    chosen.map((f) => {
+      const v = (r.features && r.features[f]) || {};
+      return el('td', {class: 'value', 'data-feature': f, 'data-value': JSON.stringify(v.value === undefined ? null : v.value), 'data-status': v.status || ''},
+        formatValue(v.value), ' ', statusBadge(v.status), v.as_of ? el('span', {class: 'sub', title: 'exact at ' + v.as_of, text: ' as of ' + v.as_of.slice(11).replace(/\.\d+Z$/, 'Z')}) : null);
+    }))));
+  $('history-table-box').hidden = false;
+}
+
+// --- page -----------------------------------------------------------------
+
+start('entity', async () => {
+  const sets = (await api('/v1/featuresets')).featuresets || [];
+  state.sets = new Map(sets.map((s) => [s.name, s]));
+  const q = new URLSearchParams(location.search);
+  const select = $('set');
+  select.replaceChildren(...sets.map((s) => el('option', {value: s.name, text: s.name + ' (' + ((s.entity && s.entity.key) || 'key') + ')'})));
+  if (q.get('set') && state.sets.has(q.get('set'))) select.value = q.get('set');
+  if (!sets.length) {
+    $('error').replaceChildren(el('p', {class: 'empty', text: 'This API key may read no feature set.'}));
+    return;
+  }
+  const placeholder = () => {
+    const fs = state.sets.get(select.value);
+    $('key').placeholder = fs && fs.entity ? fs.entity.key : 'entity key';
+  };
+  select.onchange = placeholder;
+  placeholder();
+  if (q.get('key') !== null) $('key').value = q.get('key');
+  if (q.get('at')) $('at').value = q.get('at');
+  const doLookup = guard(lookup, $('lookup-error'));
+  $('lookup').onsubmit = (e) => {
+    e.preventDefault();
+    doLookup();
+  };
+  $('range').onchange = () => {
+    const custom = $('range').value === 'custom';
+    $('from-label').hidden = !custom;
+    $('to-label').hidden = !custom;
+  };
+  const doDraw = guard(drawHistory, $('history-error'));
+  $('history-form').onsubmit = (e) => {
+    e.preventDefault();
+    doDraw();
+  };
+  const wantedSet = q.get('set');
+  if (wantedSet && !state.sets.has(wantedSet)) {
+    // Not among the sets this key may read: ask the API, which says why
+    // (403 for a set the key may not read, 404 for no such set).
+    await api('/v1/featuresets/' + encodeURIComponent(wantedSet));
+    throw new Error('feature set "' + wantedSet + '" is not listed for this key');
+  }
+  if (q.get('key')) {
+    await doLookup();
+    if (q.get('features') && !$('values-card').hidden) await doDraw();
+  }
+});

@@ -1,0 +1,99 @@
+// The overview: every feature set the key may read (GET /v1/featuresets)
+// with its features, and the feature services (GET /v1/services) linked to
+// their sets.
+import {api, el, entityLink, formatDuration, setLink, start} from './common.js';
+
+function sourcesText(src) {
+  const parts = [];
+  const b = (src && src.batch) || {};
+  const s = (src && src.stream) || {};
+  if (b.bigquery_table) parts.push('batch: BigQuery table ' + b.bigquery_table);
+  if (b.bigquery_query) parts.push('batch: BigQuery query');
+  if (b.files) parts.push('batch: files ' + b.files);
+  if (s.pubsub_subscription) parts.push('stream: Pub/Sub ' + s.pubsub_subscription);
+  return parts.length ? parts.join('; ') : 'not shown (serve --expose_sources shows them)';
+}
+
+function facts(pairs) {
+  const dl = el('dl', {class: 'facts'});
+  for (const [k, v] of pairs) {
+    if (v === undefined || v === '') continue;
+    dl.append(el('dt', {text: k}), el('dd', {}, v));
+  }
+  return dl;
+}
+
+function setCard(fs, usedBy) {
+  const features = fs.features || [];
+  const rows = features.map((f) => el('tr', {'data-feature': f.name},
+    el('td', {}, el('a', {href: entityLink(fs.name, '', [f.name]), title: 'look up an entity and draw ' + f.name, text: f.name})),
+    el('td', {class: 'mono hide-phone', text: f.op}),
+    el('td', {class: 'mono hide-phone', text: f.field || '—'}),
+    el('td', {class: 'num hide-phone', text: f.window}),
+    el('td', {class: 'num hide-phone', text: f.tile}),
+    el('td', {class: 'mono hide-phone', text: f.result_type}),
+    el('td', {class: 'mono show-phone wrap', text: f.op + (f.field ? '(' + f.field + ')' : '') + ' · ' + f.window + ' / ' + f.tile + ' → ' + f.result_type}),
+  ));
+  const fields = (fs.fields || []).map((f) => el('span', {class: 'chip', title: f.type}, f.name, ': ', el('span', {class: 'mono', text: f.type})));
+  return el('section', {class: 'card', id: 'set-' + fs.name, 'data-set': fs.name},
+    el('header', {},
+      el('h2', {text: fs.name}),
+      el('span', {class: 'sub'}, 'entity ', el('b', {text: (fs.entity && fs.entity.name) || '?'}), ' keyed by ', el('code', {text: (fs.entity && fs.entity.key) || '?'})),
+      el('a', {href: entityLink(fs.name), text: 'look up an entity →'}),
+    ),
+    facts([
+      ['event time', el('code', {text: fs.event_time})],
+      ['sources', sourcesText(fs.sources)],
+      ['retention', fs.retention],
+      ['allowed lateness', fs.allowed_lateness],
+      ['stale after', fs.fresh_for ? formatDuration(fs.fresh_for) + (fs.stale_after ? ' (its definition)' : ' (the server\'s rule for this set)') : (fs.stale_after || undefined)],
+      ['used by', usedBy.length ? el('span', {}, usedBy.flatMap((s, i) => [i ? ', ' : '', el('a', {href: '#service-' + encodeURIComponent(s), text: s})])) : el('span', {class: 'empty', text: 'no feature service'})],
+    ]),
+    el('h3', {text: 'Fields'}),
+    el('div', {class: 'chips'}, fields),
+    el('h3', {text: 'Features (' + features.length + ')'}),
+    el('div', {class: 'scroll'}, el('table', {class: 'features'},
+      el('thead', {}, el('tr', {}, el('th', {text: 'feature'}), ['op', 'field', 'window', 'tile', 'result'].map((h) => el('th', {class: 'hide-phone', text: h})),
+        el('th', {class: 'show-phone wrap', text: 'op · window / tile → result'}))),
+      el('tbody', {}, rows))),
+  );
+}
+
+function serviceCard(svc, known) {
+  const keys = (svc.keys || []).map((k) => el('span', {class: 'chip'}, k.name, ': ', el('span', {class: 'mono', text: k.type})));
+  const rows = (svc.features || []).map((e) => el('tr', {},
+    el('td', {class: 'head'}, known.has(e.featureset) ? el('a', {href: setLink(e.featureset), text: e.featureset}) : e.featureset),
+    el('td', {'data-label': 'key column'}, el('span', {}, el('code', {text: e.key}), ' ', el('span', {class: 'sub', text: e.key_type}))),
+    el('td', {'data-label': 'features'}, el('span', {}, (e.features || []).flatMap((f, i) => [i ? ', ' : '', el('a', {href: entityLink(e.featureset, '', [f]), text: f})]))),
+  ));
+  return el('section', {class: 'card', id: 'service-' + svc.name, 'data-service': svc.name},
+    el('header', {}, el('h2', {text: svc.name}), svc.description ? el('span', {class: 'sub', text: svc.description}) : null),
+    el('h3', {text: 'Request keys'}),
+    el('div', {class: 'chips'}, keys),
+    el('h3', {text: 'Features by feature set'}),
+    el('div', {class: 'scroll'}, el('table', {class: 'stack'},
+      el('thead', {}, el('tr', {}, el('th', {text: 'feature set'}), el('th', {text: 'key column'}), el('th', {text: 'features'}))),
+      el('tbody', {}, rows))),
+  );
+}
+
+start('index', async () => {
+  const [sets, services] = await Promise.all([api('/v1/featuresets'), api('/v1/services')]);
+  const list = sets.featuresets || [];
+  const svcs = services.services || [];
+  const usedBy = new Map(list.map((s) => [s.name, []]));
+  for (const svc of svcs) {
+    for (const e of svc.features || []) {
+      const u = usedBy.get(e.featureset);
+      if (u && !u.includes(svc.name)) u.push(svc.name);
+    }
+  }
+  document.getElementById('sets').replaceChildren(...(list.length
+    ? list.map((s) => setCard(s, usedBy.get(s.name)))
+    : [el('p', {class: 'empty', text: 'This API key may read no feature set.'})]));
+  const known = new Set(list.map((s) => s.name));
+  document.getElementById('services').replaceChildren(...(svcs.length
+    ? svcs.map((s) => serviceCard(s, known))
+    : [el('p', {class: 'empty', text: 'No feature service (or none whose every feature set this key may read).'})]));
+  if (location.hash) document.getElementById(decodeURIComponent(location.hash.slice(1)))?.scrollIntoView();
+});
