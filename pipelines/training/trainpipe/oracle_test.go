@@ -57,6 +57,13 @@ features:
   - {name: ok_last_24h, op: last, field: ok, window: 24h, tile: 3h}
   - {name: s_distinct_7d, op: approx_count_distinct, field: s, window: 7d}
   - {name: n_distinct_1h, op: approx_count_distinct, field: n, window: 1h}
+  - {name: s_first_24h, op: first, field: s, window: 24h}
+  - {name: s_last3_1h, op: last_k, field: s, k: 3, window: 1h}
+  - {name: n_first2_24h, op: first_k, field: n, k: 2, window: 24h, tile: 3h}
+  - {name: s_top3_7d, op: top_k, field: s, k: 3, window: 7d}
+  - {name: x_pct_24h, op: approx_percentile, field: x, percentiles: [0.1, 0.5, 0.9, 0.99], window: 24h}
+  - {name: n_pct_1h, op: approx_percentile, field: n, percentiles: [0.5], window: 1h, tile: 15m}
+  - {name: s_hist_24h, op: histogram, field: s, buckets: 4, window: 24h}
 `
 
 // oracleT0 is a fixed date: nothing in the training pipeline compares event
@@ -172,6 +179,8 @@ func bruteForce(f schemas.Feature, events []schemas.Event, key string, at int64)
 		return float64(v.Int)
 	}
 	switch f.Op {
+	case schemas.OpFirst, schemas.OpLastK, schemas.OpFirstK, schemas.OpTopK, schemas.OpApproxPercentile, schemas.OpHistogram:
+		return bruteComposite(f, vs, ts)
 	case schemas.OpSum:
 		if f.FieldType == schemas.Int64 {
 			var s int64
@@ -314,6 +323,10 @@ func readOutput(t *testing.T, path string, cols []Column) []map[string]any {
 				t.Fatalf("%s: %v", path, err)
 			}
 			for _, c := range cols {
+				if c.Type.Composite() {
+					m[c.Name] = canonComposite(t, c, m[c.Name])
+					continue
+				}
 				m[c.Name] = fromJSON(t, m[c.Name], c.Type)
 			}
 			rows = append(rows, m)
@@ -330,6 +343,10 @@ func readOutput(t *testing.T, path string, cols []Column) []map[string]any {
 		for _, rec := range recs[1:] {
 			m := map[string]any{}
 			for i, c := range cols {
+				if c.Type.Composite() {
+					m[c.Name] = compositeFromText(t, c, rec[i])
+					continue
+				}
 				m[c.Name] = fromText(t, rec[i], c.Type)
 			}
 			rows = append(rows, m)
@@ -358,6 +375,10 @@ func readOutput(t *testing.T, path string, cols []Column) []map[string]any {
 				for j, c := range cols {
 					if rec.ColumnName(j) != c.Name {
 						t.Fatalf("%s column %d is %s, want %s", path, j, rec.ColumnName(j), c.Name)
+					}
+					if c.Type.Composite() {
+						m[c.Name] = arrowComposite(t, c, rec.Column(j), i)
+						continue
 					}
 					m[c.Name] = nilIfNull(arrowValue(rec.Column(j), i))
 				}
@@ -487,6 +508,9 @@ func labelOf(t *testing.T, v any) int {
 func agrees(f schemas.Feature, got, want any) bool {
 	if got == nil || want == nil {
 		return got == nil && want == nil
+	}
+	if f.ResultType().Composite() {
+		return agreesComposite(got, want)
 	}
 	switch w := want.(type) {
 	case float64:

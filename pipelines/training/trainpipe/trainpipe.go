@@ -195,7 +195,7 @@ func (cfg *Config) Columns() []Column {
 	for _, r := range cfg.Requests {
 		for _, fi := range r.feats {
 			f := r.Set.Features[fi]
-			cols = append(cols, Column{Name: schemas.FeatureColumn(r.Set.Name, f.Name), Type: f.ResultType()})
+			cols = append(cols, featureColumn(r.Set.Name, f))
 		}
 	}
 	return cols
