@@ -37,6 +37,17 @@ import (
 // only when ~newest < at: then the tile holds no event at or after `at`.
 // "~" sorts after every feature name, which never contains it.
 //
+// The Dataflow variant of the streaming pipeline also keeps, in family
+// stream, the cell
+//
+//	stream:~chain    the last of its conditional row mutations applied to
+//	                 the row: chain ID and sequence number, 8 bytes each,
+//	                 big endian (see pipelines/streaming/streampipe);
+//	                 stamped like ~newest
+//
+// which readers skip; it sorts before ~newest, so ~newest stays the last
+// cell of the family.
+//
 // The row named after the feature set itself (no '#') holds its metadata in
 // family meta:
 //
@@ -60,6 +71,7 @@ const (
 	QualifierStreamWatermark  = "stream_watermark"
 
 	QualifierNewest = "~newest"
+	QualifierChain  = "~chain"
 )
 
 // EncodeNewest is the value of a ~newest cell: t (Unix microseconds) as 8

@@ -22,8 +22,11 @@
 //     (card_id);
 //   - the spine (--spine=files:GLOB): CSV with a header (.csv), JSON lines
 //     (.jsonl, .ndjson, .json), optionally .gz, or Parquet (.parquet); local
-//     paths or gs://. Its instants are in the column --spine_time: a
-//     timestamp or an RFC 3339 string;
+//     paths or gs://. Or a BigQuery table (--spine=bq:PROJECT.DATASET.TABLE,
+//     read through the Storage Read API as of the launch, every column typed
+//     as BigQuery types it) or query (--spine=bq-query:SQL, run once as a
+//     query job in --bigquery_project). Its instants are in the column
+//     --spine_time: a timestamp or an RFC 3339 string;
 //   - each set's events from its sources.batch (BigQuery table or query, or
 //     files), or from --source SET=SPEC instead, read for [earliest instant −
 //     longest window − largest tile, latest instant), the range pushed down
@@ -47,7 +50,7 @@
 //	--featureset         path of a feature-set YAML; repeat for several sets (without
 //	                     --service, required); with --service, the sets it may use
 //	                     (default: the definitions in the directory above the service's)
-//	--spine              files:GLOB (required)
+//	--spine              files:GLOB, bq:PROJECT.DATASET.TABLE or bq-query:SQL (required)
 //	--spine_time         the spine column of the rows' instants (default ts)
 //	--source             SET=files:GLOB or SET=bq:PROJECT.DATASET.TABLE: read the events of
 //	                     feature set SET from there instead of its sources.batch; repeatable,
@@ -58,6 +61,7 @@
 //	--bigquery_project   project of the BigQuery read sessions and query jobs (default: the table's)
 //	--bigquery_max_streams  cap on the BigQuery read streams (default: BigQuery chooses)
 //	--bigquery_endpoint  host:port of a Storage Read API fake (default: BigQuery)
+//	--bigquery_rest_endpoint  base URL of a BigQuery REST API fake (default: BigQuery)
 //
 // and Beam's flags: --runner (default prism, Beam's local runner; dataflow
 // for Google Cloud Dataflow, with --project, --region, --staging_location,
@@ -93,6 +97,7 @@ import (
 	"github.com/tandem-fp/tandem/pipelines/batch/batchpipe"
 	"github.com/tandem-fp/tandem/pipelines/training/trainpipe"
 	"github.com/tandem-fp/tandem/schemas"
+	"github.com/tandem-fp/tandem/transforms/bigqueryread"
 )
 
 // files collects a repeatable flag.
@@ -105,7 +110,7 @@ var (
 	featureSets files
 	sources     files
 	service     = flag.String("service", "", "path of a feature-service definition (YAML): its features, each set keyed by the spine column the service names")
-	spine       = flag.String("spine", "", "files:GLOB of the spine: CSV with a header, JSON lines or Parquet, by extension; required")
+	spine       = flag.String("spine", "", "the spine: files:GLOB (CSV with a header, JSON lines or Parquet, by extension), bq:PROJECT.DATASET.TABLE or bq-query:SQL; required")
 	spineTime   = flag.String("spine_time", "ts", "the spine column holding each row's instant (a timestamp or RFC 3339)")
 	output      = flag.String("output", "", "files:PATH of the training rows, .parquet, .csv or .jsonl; required")
 	shards      = flag.Int("output_shards", 1, "number of output files; more than 1 names them PATH-SSSSS-of-NNNNN.ext")
@@ -113,6 +118,7 @@ var (
 	bqProject   = flag.String("bigquery_project", "", "project that owns the BigQuery read sessions and runs a query source's query; default the table's project")
 	bqStreams   = flag.Int("bigquery_max_streams", 0, "most BigQuery read streams per feature set; 0 lets BigQuery choose")
 	bqEndpoint  = flag.String("bigquery_endpoint", "", "host:port of a BigQuery Storage Read API fake (plaintext, no auth); default BigQuery")
+	bqREST      = flag.String("bigquery_rest_endpoint", "", "base URL of a BigQuery REST API fake (no auth), for query jobs; default BigQuery")
 )
 
 func init() {
@@ -171,14 +177,14 @@ func run(ctx context.Context) error {
 	cfg := trainpipe.Config{
 		SpineTime: *spineTime,
 		Output:    trainpipe.Output{Shards: *shards},
-		BigQuery:  batchpipe.BigQueryConfig{Project: *bqProject, MaxStreams: *bqStreams, Endpoint: *bqEndpoint},
+		BigQuery:  batchpipe.BigQueryConfig{Project: *bqProject, MaxStreams: *bqStreams, Endpoint: *bqEndpoint, RESTEndpoint: *bqREST},
 	}
 	var (
 		ok  bool
 		err error
 	)
-	if cfg.SpineGlob, ok = strings.CutPrefix(*spine, filesPrefix); !ok {
-		return fmt.Errorf("--spine %q: want files:GLOB", *spine)
+	if err := parseSpine(&cfg, *spine); err != nil {
+		return err
 	}
 	if cfg.Output.Path, ok = strings.CutPrefix(*output, filesPrefix); !ok {
 		return fmt.Errorf("--output %q: want files:PATH.parquet, .csv or .jsonl", *output)
@@ -234,6 +240,25 @@ func overrideSources(reqs []trainpipe.Request, specs []string) error {
 			return fmt.Errorf("--source %q: %w", spec, err)
 		}
 		reqs[i].Source = bs
+	}
+	return nil
+}
+
+// parseSpine sets the spine of cfg from --spine.
+func parseSpine(cfg *trainpipe.Config, spec string) error {
+	if glob, ok := strings.CutPrefix(spec, filesPrefix); ok {
+		cfg.SpineGlob = glob
+		return nil
+	}
+	if sql, ok := strings.CutPrefix(spec, "bq-query:"); ok {
+		cfg.SpineBigQuery = bigqueryread.Source{Query: sql}
+	} else if table, ok := strings.CutPrefix(spec, "bq:"); ok {
+		cfg.SpineBigQuery = bigqueryread.Source{Table: table}
+	} else {
+		return fmt.Errorf("--spine %q: want files:GLOB, bq:PROJECT.DATASET.TABLE or bq-query:SQL", spec)
+	}
+	if err := cfg.SpineBigQuery.Validate(); err != nil {
+		return fmt.Errorf("--spine %q: %w", spec, err)
 	}
 	return nil
 }

@@ -4,7 +4,10 @@
 // set), the table, a few days of generated history for every feature set
 // through the batch pipeline, the streaming pipelines on a live stream of
 // events, and the serving API on --addr. It prints example requests and runs
-// until Ctrl-C (or SIGTERM), then drains the pipelines and stops.
+// until Ctrl-C (or SIGTERM), then drains the pipelines and stops. It also
+// writes a spine of labelled examples for each feature service and prints
+// the training pipeline's command that computes their features from the
+// generated history.
 //
 //	go run ./scripts/local                      # schemas/*.yaml, 127.0.0.1:8080
 //	go run ./scripts/local --rate 200 --addr 127.0.0.1:8081
@@ -47,6 +50,7 @@ func main() {
 	staleAfter := flag.Duration("stale_after", 2*time.Minute, "the serving API marks values STALE when the real-time side is behind by more than this")
 	var bt bigtablestore.Config
 	bt.RegisterFlags(flag.CommandLine)
+	dir := flag.String("dir", "", "directory of the history files, training spines and outputs, kept on exit (default: a temp dir, removed on exit)")
 	verbose := flag.Bool("verbose", false, "show the pipelines' and runner's logs")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "Usage: go run ./scripts/local [flags]\n\nRuns the whole Tandem platform locally (see README.md). Flags:\n")
@@ -81,6 +85,7 @@ func main() {
 		Seed:          *seed,
 		StaleAfter:    *staleAfter,
 		Bigtable:      bt,
+		Dir:           *dir,
 	}, os.Stdout)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "local:", err)

@@ -42,8 +42,12 @@ type DemoConfig struct {
 	StaleAfter time.Duration
 	// Bigtable names the table (defaults: bigtablestore.Default*).
 	Bigtable bigtablestore.Config
-	// Dir holds the history files and dead letters (default: a temp dir).
+	// Dir holds the history files, the training spines and outputs, and
+	// dead letters (default: a temp dir, removed when the demo stops).
 	Dir string
+	// Training, when set, is called with the training commands the demo
+	// printed, once they can run.
+	Training func([]TrainingCommand)
 }
 
 // RunDemo runs the whole platform until ctx is done, saying what it does on
@@ -75,6 +79,12 @@ func RunDemo(ctx context.Context, cfg DemoConfig, out io.Writer) error {
 	}
 	defer ln.Close()
 
+	kept := cfg.Dir != ""
+	if kept {
+		if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+			return err
+		}
+	}
 	if cfg.Dir == "" {
 		if cfg.Dir, err = os.MkdirTemp("", "tandem-local-"); err != nil {
 			return err
@@ -90,6 +100,7 @@ func RunDemo(ctx context.Context, cfg DemoConfig, out io.Writer) error {
 	defer b.Close()
 
 	now := time.Now().UTC()
+	history := map[string][]schemas.Event{}
 	for i, set := range sets {
 		asOf := batchpipe.AlignAsOf(set, now)
 		// History ends at the batch watermark; the live stream starts now.
@@ -101,6 +112,7 @@ func RunDemo(ctx context.Context, cfg DemoConfig, out io.Writer) error {
 		events := sample.Events(set, cfg.Seed+uint64(i), cfg.HistoryEvents, now.Add(-cfg.History), asOf)
 		logf("batch %s: %d generated events from %s to %s; running the batch pipeline on prism up to the watermark %s",
 			set.Name, len(events), now.Add(-cfg.History).Format(time.RFC3339), asOf.Format(time.RFC3339), asOf.Format(time.RFC3339))
+		history[set.Name] = events
 		res, err := b.RunBatch(ctx, set, events, asOf, cfg.Dir)
 		if err != nil {
 			return err
@@ -203,6 +215,13 @@ func RunDemo(ctx context.Context, cfg DemoConfig, out io.Writer) error {
 		fmt.Fprintf(out, "  curl -s %s/metrics | grep tandem_\n", metricsBase)
 	}
 	showServices(ctx, out, logf, api, base, services, live)
+	cmds, err := showTraining(out, cfg.Dir, services, history, cfg.Seed, kept)
+	if err != nil {
+		return err
+	}
+	if cfg.Training != nil {
+		cfg.Training(cmds)
+	}
 	fmt.Fprintf(out, "\nCtrl-C drains the pipelines and stops.\n\n")
 
 	tick := time.NewTicker(100 * time.Millisecond)

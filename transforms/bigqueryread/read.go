@@ -151,6 +151,7 @@ type options struct {
 	location      string
 	retryAttempts int
 	retryBackoff  time.Duration
+	snapshot      time.Time
 }
 
 // Defaults of the options.
@@ -204,10 +205,7 @@ func Retry(attempts int, backoff time.Duration) Option {
 //	() → PCollection<schemas.Event>, PCollection<transforms.DeadLetter>
 func Read(s beam.Scope, set *schemas.FeatureSet, src Source, from, to time.Time, opts ...Option) (events, dead beam.PCollection) {
 	s = s.Scope("bigqueryread.Read")
-	o := options{retryAttempts: DefaultRetryAttempts, retryBackoff: DefaultRetryBackoff}
-	for _, opt := range opts {
-		opt(&o)
-	}
+	o := readOptions(opts)
 	if set == nil {
 		panic("bigqueryread.Read: nil feature set")
 	}

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tandem-fp/tandem/schemas"
 	"github.com/tandem-fp/tandem/transforms"
@@ -107,41 +108,24 @@ func (fn *sessionFn) ProcessElement(ctx context.Context, _ []byte, emit func(rea
 	table, restriction := fn.Table, RowRestriction(fn.Set.EventTime, fn.From, fn.To)
 	if fn.Query != "" {
 		var err error
-		if table, err = fn.runQuery(ctx); err != nil {
-			return err
+		params := []bigquery.QueryParameter{{Name: "from", Value: fn.From}, {Name: "to", Value: fn.To}}
+		if table, err = runQuery(ctx, fn.Project, fn.Location, fn.RESTEndpoint, wrapQuery(fn.Query, fn.Set.EventTime), params); err != nil {
+			return fmt.Errorf("bigqueryread: feature set %s: %w", fn.Set.Name, err)
 		}
 		restriction = "" // the query job applied it
-	}
-	project, dataset, tbl, err := splitTable(table)
-	if err != nil {
-		return err
 	}
 	fields := make([]string, len(fn.Set.Fields))
 	for i, f := range fn.Set.Fields {
 		fields[i] = f.Name
 	}
-	session, err := fn.client.CreateReadSession(ctx, &storagepb.CreateReadSessionRequest{
-		Parent: "projects/" + fn.Project,
-		ReadSession: &storagepb.ReadSession{
-			Table:      tablePath(project, dataset, tbl),
-			DataFormat: storagepb.DataFormat_ARROW,
-			ReadOptions: &storagepb.ReadSession_TableReadOptions{
-				SelectedFields: fields,
-				RowRestriction: restriction,
-			},
-		},
-		MaxStreamCount: int32(fn.MaxStreams),
-	})
+	session, err := createSession(ctx, fn.client, fn.Project, table, fields, restriction, fn.MaxStreams, time.Time{})
 	if err != nil {
-		return fmt.Errorf("bigqueryread: create read session for %s (feature set %s, billing project %s): %w", table, fn.Set.Name, fn.Project, err)
-	}
-	schema := session.GetArrowSchema().GetSerializedSchema()
-	if len(schema) == 0 {
-		return fmt.Errorf("bigqueryread: read session %s for %s has no Arrow schema", session.GetName(), table)
+		return fmt.Errorf("bigqueryread: feature set %s: %w", fn.Set.Name, err)
 	}
 	slog.InfoContext(ctx, "bigqueryread: read session created",
 		"set", fn.Set.Name, "table", table, "session", session.GetName(), "streams", len(session.GetStreams()),
 		"estimated_rows", session.GetEstimatedRowCount(), "estimated_bytes", session.GetEstimatedTotalBytesScanned())
+	schema := session.GetArrowSchema().GetSerializedSchema()
 	for _, st := range session.GetStreams() {
 		emit(readStream{Name: st.GetName(), Table: table, Schema: schema})
 	}
@@ -149,45 +133,80 @@ func (fn *sessionFn) ProcessElement(ctx context.Context, _ []byte, emit func(rea
 	return nil
 }
 
-// runQuery runs the query job of a query source and returns its
-// destination table.
-func (fn *sessionFn) runQuery(ctx context.Context) (string, error) {
-	var opts []option.ClientOption
-	if fn.RESTEndpoint != "" {
-		opts = append(opts, option.WithEndpoint(fn.RESTEndpoint), option.WithoutAuthentication())
-	}
-	c, err := bigquery.NewClient(ctx, fn.Project, opts...)
+// createSession creates an Arrow read session of table billed to project:
+// the fields (all when empty), the rows restriction keeps (all when
+// empty), at most maxStreams streams (0: BigQuery chooses), as of snapshot
+// (zero: now).
+func createSession(ctx context.Context, client *storage.BigQueryReadClient, project, table string, fields []string, restriction string, maxStreams int, snapshot time.Time) (*storagepb.ReadSession, error) {
+	p, dataset, tbl, err := splitTable(table)
 	if err != nil {
-		return "", fmt.Errorf("bigqueryread: create BigQuery client for project %s: %w", fn.Project, err)
+		return nil, err
+	}
+	rs := &storagepb.ReadSession{
+		Table:      tablePath(p, dataset, tbl),
+		DataFormat: storagepb.DataFormat_ARROW,
+		ReadOptions: &storagepb.ReadSession_TableReadOptions{
+			SelectedFields: fields,
+			RowRestriction: restriction,
+		},
+	}
+	if !snapshot.IsZero() {
+		rs.TableModifiers = &storagepb.ReadSession_TableModifiers{SnapshotTime: timestamppb.New(snapshot)}
+	}
+	session, err := client.CreateReadSession(ctx, &storagepb.CreateReadSessionRequest{
+		Parent:         "projects/" + project,
+		ReadSession:    rs,
+		MaxStreamCount: int32(maxStreams),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create read session for %s (billing project %s): %w", table, project, err)
+	}
+	if len(session.GetArrowSchema().GetSerializedSchema()) == 0 {
+		return nil, fmt.Errorf("read session %s for %s has no Arrow schema", session.GetName(), table)
+	}
+	return session, nil
+}
+
+// runQuery runs a query job in project (and location, if set) through the
+// REST API at restEndpoint (default BigQuery) and returns its destination
+// table.
+func runQuery(ctx context.Context, project, location, restEndpoint, sql string, params []bigquery.QueryParameter) (string, error) {
+	var opts []option.ClientOption
+	if restEndpoint != "" {
+		opts = append(opts, option.WithEndpoint(restEndpoint), option.WithoutAuthentication())
+	}
+	c, err := bigquery.NewClient(ctx, project, opts...)
+	if err != nil {
+		return "", fmt.Errorf("create BigQuery client for project %s: %w", project, err)
 	}
 	defer c.Close()
-	q := c.Query(wrapQuery(fn.Query, fn.Set.EventTime))
-	q.Parameters = []bigquery.QueryParameter{{Name: "from", Value: fn.From}, {Name: "to", Value: fn.To}}
-	q.Location = fn.Location
+	q := c.Query(sql)
+	q.Parameters = params
+	q.Location = location
 	job, err := q.Run(ctx)
 	if err != nil {
-		return "", fmt.Errorf("bigqueryread: start query job for %s in project %s: %w", fn.Set.Name, fn.Project, err)
+		return "", fmt.Errorf("start query job in project %s: %w", project, err)
 	}
 	status, err := job.Wait(ctx)
 	if err == nil {
 		err = status.Err()
 	}
 	if err != nil {
-		return "", fmt.Errorf("bigqueryread: query job %s for %s: %w", job.ID(), fn.Set.Name, err)
+		return "", fmt.Errorf("query job %s: %w", job.ID(), err)
 	}
 	// The job returned by Run holds the configuration as inserted; the
 	// destination table is known once the job is done.
 	done, err := c.JobFromIDLocation(ctx, job.ID(), job.Location())
 	if err != nil {
-		return "", fmt.Errorf("bigqueryread: get query job %s: %w", job.ID(), err)
+		return "", fmt.Errorf("get query job %s: %w", job.ID(), err)
 	}
 	cfg, err := done.Config()
 	if err != nil {
-		return "", fmt.Errorf("bigqueryread: query job %s configuration: %w", job.ID(), err)
+		return "", fmt.Errorf("query job %s configuration: %w", job.ID(), err)
 	}
 	qc, ok := cfg.(*bigquery.QueryConfig)
 	if !ok || qc.Dst == nil {
-		return "", fmt.Errorf("bigqueryread: query job %s has no destination table", job.ID())
+		return "", fmt.Errorf("query job %s has no destination table", job.ID())
 	}
 	return qc.Dst.ProjectID + "." + qc.Dst.DatasetID + "." + qc.Dst.TableID, nil
 }

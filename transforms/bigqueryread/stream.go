@@ -63,24 +63,47 @@ func (fn *readStreamFn) ProcessElement(ctx context.Context, st readStream, emit 
 	if err != nil {
 		return fmt.Errorf("bigqueryread: stream %s of %s: %w", st.Name, st.Table, err)
 	}
+	r := streamReader{client: fn.client, attempts: fn.RetryAttempts, backoff: fn.RetryBackoff, retried: func(ctx context.Context) { fn.retries.Inc(ctx, 1) }}
+	return r.read(ctx, st, func(offset int64, batch []byte) (int64, error) {
+		return dec.decode(batch, func(r row) { fn.decodeRow(ctx, r, emit, dead) })
+	})
+}
+
+// streamReader reads streams of a read session, resuming after transient
+// errors.
+type streamReader struct {
+	client   *storage.BigQueryReadClient
+	attempts int
+	backoff  time.Duration
+	retried  func(context.Context) // called before each retry, if set
+}
+
+// read reads st from the start to its end, calling fn with each record
+// batch and the offset of its first row; fn returns the batch's row count.
+// On a transient error it reads again from the first row after the last
+// batch fn took, with exponential backoff; any other error, or one that
+// outlasts the attempts, is returned naming the stream and the offset.
+func (r streamReader) read(ctx context.Context, st readStream, fn func(offset int64, batch []byte) (int64, error)) error {
 	var offset int64
 	failures := 0
-	backoff := fn.RetryBackoff
+	backoff := r.backoff
 	for {
 		before := offset
-		err := fn.read(ctx, st, dec, &offset, emit, dead)
+		err := r.readFrom(ctx, st, &offset, fn)
 		if err == nil {
 			return nil
 		}
 		if offset > before { // progress: a fresh run of attempts
-			failures, backoff = 0, fn.RetryBackoff
+			failures, backoff = 0, r.backoff
 		}
 		failures++
-		if !transient(err) || ctx.Err() != nil || failures > fn.RetryAttempts {
+		if !transient(err) || ctx.Err() != nil || failures > r.attempts {
 			return fmt.Errorf("bigqueryread: read stream %s of %s at row %d (attempt %d): %w", st.Name, st.Table, offset, failures, err)
 		}
 		slog.WarnContext(ctx, "bigqueryread: transient error, resuming stream", "stream", st.Name, "offset", offset, "attempt", failures, "error", err)
-		fn.retries.Inc(ctx, 1)
+		if r.retried != nil {
+			r.retried(ctx)
+		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("bigqueryread: read stream %s of %s at row %d: %w (after %v)", st.Name, st.Table, offset, ctx.Err(), err)
@@ -90,12 +113,12 @@ func (fn *readStreamFn) ProcessElement(ctx context.Context, st readStream, emit 
 	}
 }
 
-// read reads st from *offset to its end, advancing *offset past every row
-// it emits or dead-letters.
-func (fn *readStreamFn) read(ctx context.Context, st readStream, dec *batchDecoder, offset *int64, emit func(beam.EventTime, schemas.Event), dead func(transforms.DeadLetter)) error {
+// readFrom reads st from *offset to its end, advancing *offset past every
+// batch fn takes.
+func (r streamReader) readFrom(ctx context.Context, st readStream, offset *int64, fn func(int64, []byte) (int64, error)) error {
 	ctx, cancel := context.WithCancel(ctx) // ends the call on an early return
 	defer cancel()
-	rows, err := fn.client.ReadRows(ctx, &storagepb.ReadRowsRequest{ReadStream: st.Name, Offset: *offset})
+	rows, err := r.client.ReadRows(ctx, &storagepb.ReadRowsRequest{ReadStream: st.Name, Offset: *offset})
 	if err != nil {
 		return err
 	}
@@ -114,9 +137,7 @@ func (fn *readStreamFn) read(ctx context.Context, st readStream, dec *batchDecod
 			}
 			continue // a response with only stats or throttle state
 		}
-		n, err := dec.decode(batch.GetSerializedRecordBatch(), func(r row) {
-			fn.decodeRow(ctx, r, emit, dead)
-		})
+		n, err := fn(*offset, batch.GetSerializedRecordBatch())
 		if err != nil {
 			// Corrupt data will not get better on a retry.
 			return permanent{fmt.Errorf("decode record batch at row %d: %w", *offset, err)}

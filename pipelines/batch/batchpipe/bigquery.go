@@ -64,18 +64,23 @@ func CheckSource(src schemas.BatchSource, bq BigQueryConfig) error {
 // range pushed down to BigQuery (bigqueryread.Read).
 func readBigQuery(s beam.Scope, set *schemas.FeatureSet, src schemas.BatchSource, bq BigQueryConfig, from, to time.Time) (events, dead beam.PCollection) {
 	source, _ := bigqueryread.SourceOf(src)
+	return bigqueryread.Read(s, set, source, from, to, bq.Options()...)
+}
+
+// Options are the bigqueryread options of c.
+func (c BigQueryConfig) Options() []bigqueryread.Option {
 	var opts []bigqueryread.Option
-	if bq.Project != "" {
-		opts = append(opts, bigqueryread.Project(bq.Project))
+	if c.Project != "" {
+		opts = append(opts, bigqueryread.Project(c.Project))
 	}
-	if bq.MaxStreams > 0 {
-		opts = append(opts, bigqueryread.MaxStreams(bq.MaxStreams))
+	if c.MaxStreams > 0 {
+		opts = append(opts, bigqueryread.MaxStreams(c.MaxStreams))
 	}
-	if bq.Endpoint != "" {
-		opts = append(opts, bigqueryread.Endpoint(bq.Endpoint))
+	if c.Endpoint != "" {
+		opts = append(opts, bigqueryread.Endpoint(c.Endpoint))
 	}
-	if bq.RESTEndpoint != "" {
-		opts = append(opts, bigqueryread.RESTEndpoint(bq.RESTEndpoint))
+	if c.RESTEndpoint != "" {
+		opts = append(opts, bigqueryread.RESTEndpoint(c.RESTEndpoint))
 	}
-	return bigqueryread.Read(s, set, source, from, to, opts...)
+	return opts
 }

@@ -2,12 +2,14 @@ package streampipe
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"fmt"
 	"time"
 
-	"cloud.google.com/go/bigtable"
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/graph/mtime"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/state"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/timers"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/io/pubsubio"
@@ -16,22 +18,24 @@ import (
 	"github.com/tandem-fp/tandem/schemas"
 	"github.com/tandem-fp/tandem/schemas/bigtablestore"
 	"github.com/tandem-fp/tandem/transforms"
-	"github.com/tandem-fp/tandem/transforms/bigtablewrite"
 	"github.com/tandem-fp/tandem/transforms/pubsubread"
 )
 
 func init() {
-	register.DoFn2x0[*pubsubpb.PubsubMessage, func(pubsubread.Message)](&fromPubsubFn{})
+	register.DoFn3x0[context.Context, *pubsubpb.PubsubMessage, func(pubsubread.Message)](&fromPubsubFn{})
 	register.Emitter1[pubsubread.Message]()
 	register.DoFn4x0[context.Context, pubsubread.Message, func(string, pubsubread.Message), func(transforms.DeadLetter)](&keyByEntityFn{})
 	register.Emitter2[string, pubsubread.Message]()
 	register.Emitter1[transforms.DeadLetter]()
-	register.DoFn6x1[context.Context, state.Provider, timers.Provider, string, pubsubread.Message, func(transforms.DeadLetter), error](&entityTilesFn{})
+	register.DoFn8x1[context.Context, beam.EventTime, state.Provider, timers.Provider, string, pubsubread.Message,
+		func(beam.EventTime, string, seqMutation), func(transforms.DeadLetter), error](&entityTilesFn{})
+	register.Emitter3[beam.EventTime, string, seqMutation]()
 	register.DoFn2x1[context.Context, transforms.DeadLetter, error](&deadLetterFn{})
 }
 
 // buildDataflow reads with Beam's native Pub/Sub source (Dataflow only) and
-// writes with the stateful entityTilesFn.
+// writes with WriteEntityTiles. Dead letters pass a Reshuffle, so only
+// those of committed bundles are written.
 func buildDataflow(s beam.Scope, o Options) {
 	project, id := shortSubscription(o.Subscription)
 	raw := pubsubio.Read(s, project, pubsubio.ReadOptions{
@@ -40,24 +44,47 @@ func buildDataflow(s beam.Scope, o Options) {
 		TimestampAttribute: o.TimestampAttribute,
 		WithAttributes:     true,
 	})
-	msgs := beam.ParDo(s, &fromPubsubFn{}, raw)
-	tiles, dead := WriteEntityTiles(s, o.Set, o.Bigtable, msgs)
-	WriteDeadLetters(s, o.DeadLetter, beam.Flatten(s, tiles, dead))
+	msgs := beam.ParDo(s, &fromPubsubFn{Set: o.Set.Name, TimestampAttribute: o.TimestampAttribute}, raw)
+	late, dead := WriteEntityTiles(s, o.Set, o.Bigtable, msgs)
+	WriteDeadLetters(s, o.DeadLetter, beam.Reshuffle(s, beam.Flatten(s, late, dead)))
 }
 
 // fromPubsubFn turns the native source's messages into Messages. Dataflow
-// acknowledges them itself, so AckID stays empty.
-type fromPubsubFn struct{}
+// acknowledges them itself, so AckID stays empty. The element keeps the
+// timestamp the source gave it: the TimestampAttribute, or the publish
+// time. A message that lacks a configured TimestampAttribute is counted
+// (<set>_stream_no_timestamp_attribute); it is stamped with its publish
+// time and then judged like every other message (see WriteEntityTiles).
+type fromPubsubFn struct {
+	Set                string `json:"set"`
+	TimestampAttribute string `json:"timestamp_attribute"`
 
-func (fn *fromPubsubFn) ProcessElement(m *pubsubpb.PubsubMessage, emit func(pubsubread.Message)) {
+	noAttribute beam.Counter
+}
+
+func (fn *fromPubsubFn) Setup() {
+	fn.noAttribute = beam.NewCounter(transforms.MetricsNamespace, fn.Set+"_stream_no_timestamp_attribute")
+}
+
+func (fn *fromPubsubFn) ProcessElement(ctx context.Context, m *pubsubpb.PubsubMessage, emit func(pubsubread.Message)) {
+	if fn.TimestampAttribute != "" {
+		if _, ok := m.GetAttributes()[fn.TimestampAttribute]; !ok {
+			fn.noAttribute.Inc(ctx, 1)
+		}
+	}
 	emit(pubsubread.Message{ID: m.GetMessageId(), Data: m.GetData(), PublishTime: m.GetPublishTime().AsTime().UnixMicro()})
 }
 
-// WriteEntityTiles keys messages by entity and folds them into full tiles
-// held in Beam state (a stateful DoFn in the global window), writing the
-// tiles each bundle touched to the stream family when the bundle finishes.
-// Undecodable messages and events later than the allowed lateness come out
-// as dead letters (two outputs: late ones from the stateful DoFn, decode
+// WriteEntityTiles keys messages by entity, folds them into full tiles held
+// in Beam state (entityTilesFn, a stateful DoFn in the global window),
+// and writes the tiles each bundle changed, after a Reshuffle, with
+// conditional mutations that apply each entity's writes once and in order
+// (tileWriterFn); streamMetaFn then writes the stream metadata. The element
+// timestamp of a message (the timestamp attribute or the publish time,
+// which the watermark follows) must agree with its event time within the
+// allowed lateness; a message that does not, an undecodable one and an
+// event later than the allowed lateness come out as dead letters (two
+// outputs: late and disagreeing ones from the stateful DoFn, decode
 // failures before it).
 //
 //	PCollection<pubsubread.Message> → PCollection<DeadLetter> (late), PCollection<DeadLetter> (decode)
@@ -67,15 +94,9 @@ func WriteEntityTiles(s beam.Scope, set *schemas.FeatureSet, bt bigtablestore.Co
 		panic(fmt.Sprintf("streampipe.WriteEntityTiles: %v", err))
 	}
 	keyed, dead := beam.ParDo2(s, &keyByEntityFn{Set: set}, msgs)
-	late = beam.ParDo(s, &entityTilesFn{
-		Set:      set,
-		Bigtable: bt,
-		Tiles:    state.MakeValueState[*transforms.TileSet]("tiles"),
-		Seeded:   state.MakeValueState[int64]("seeded_from"),
-		Horizon:  state.MakeValueState[int64]("horizon"),
-		GCAt:     state.MakeValueState[int64]("gc_at"),
-		GC:       timers.InEventTime("gc"),
-	}, keyed)
+	muts, late := beam.ParDo2(s, newEntityTilesFn(set, bt), keyed)
+	written := beam.ParDo(s, newTileWriterFn(set, bt), beam.Reshuffle(s, muts))
+	beam.ParDo0(s, newStreamMetaFn(set, bt), written)
 	return late, dead
 }
 
@@ -100,245 +121,288 @@ func (fn *keyByEntityFn) ProcessElement(ctx context.Context, m pubsubread.Messag
 	emit(e.Key, m)
 }
 
-// entityTilesFn holds one entity's full live tiles in Beam state. An event
-// older than the entity's horizon (the time up to which its tiles were
-// dropped: a lower bound of watermark − allowed lateness) is late and
-// dead-lettered; every other event is folded into its tiles, which are
-// seeded from Bigtable when first touched. The tiles a bundle touched are
-// written whole when it finishes, so a retried bundle rewrites the same
-// values. An event-time timer at the earliest tile end + allowed lateness
-// drops finished tiles and advances the horizon.
+func newEntityTilesFn(set *schemas.FeatureSet, bt bigtablestore.Config) *entityTilesFn {
+	return &entityTilesFn{
+		Set:       set,
+		Bigtable:  bt,
+		Retention: bigtablestore.Retention([]*schemas.FeatureSet{set}),
+		State:     state.MakeValueState[*entityState]("entity"),
+		GC:        timers.InEventTime("gc"),
+	}
+}
+
+func newStreamMetaFn(set *schemas.FeatureSet, bt bigtablestore.Config) *streamMetaFn {
+	return &streamMetaFn{Set: set, Bigtable: bt, MetaEvery: time.Second, MetaStep: time.Second,
+		State: state.MakeValueState[metaState]("meta"), Tick: timers.InEventTime("tick")}
+}
+
+// entityTilesFn holds one entity's full live tiles in Beam state (one
+// entityState value) and emits, when a bundle finishes, one seqMutation per
+// entity the bundle changed: the whole value of each changed tile. It never
+// writes to Bigtable itself: Dataflow commits a bundle's state changes,
+// timers and outputs together, and tileWriterFn applies only committed
+// outputs, so a retried bundle starts again from the committed state and
+// what it emits replaces what the failed attempt computed.
+//
+// Time: tiles follow the event time in the JSON body; lateness and GC
+// follow the element timestamp, which the watermark and event-time timers
+// follow. A message whose two times differ by more than the allowed
+// lateness L is dead-lettered (stage decode), so an accepted event's time
+// is within L of its timestamp. An event whose timestamp is before the
+// entity's horizon (the last GC firing minus L) is late. The GC timer
+// fires at the earliest tile end + 2L (the tile can no longer be touched:
+// an accepted event is within L of a timestamp at or after the horizon)
+// and drops the tiles that ended at or before the horizon minus L. An
+// entity with no tiles left keeps a tombstone (horizon, chain) until
+// Retention after its last tile (then nothing of it is left in state); an
+// entity without state is judged against the newest GC firing this DoFn
+// instance has seen (a lower bound of the watermark).
+//
+// A tile first touched in the entity's state is seeded from its stored
+// cell; a changed definition (another SetFingerprint) seeds the touched
+// tiles it does not hold again.
 type entityTilesFn struct {
-	Set      *schemas.FeatureSet  `json:"set"`
-	Bigtable bigtablestore.Config `json:"bigtable"`
+	Set       *schemas.FeatureSet  `json:"set"`
+	Bigtable  bigtablestore.Config `json:"bigtable"`
+	Retention time.Duration        `json:"retention"`
 
-	Tiles   state.Value[*transforms.TileSet]
-	Seeded  state.Value[int64]
-	Newest  state.Value[int64]
-	Horizon state.Value[int64]
-	GCAt    state.Value[int64]
-	GC      timers.EventTime
+	State state.Value[*entityState]
+	GC    timers.EventTime
 
-	client  *bigtable.Client
-	table   *bigtable.Table
-	pending map[string]*pendingRow // entity → what to write
-	newest  int64                  // start of the newest tile this instance wrote
-	// newestEvent is the newest event time this instance wrote, written as
-	// the stream watermark: on Dataflow the DoFn does not see its input
-	// watermark, so an idle stream's watermark stands still (and its values
-	// turn STALE after the server's --stale_after).
-	newestEvent int64
-	latestTile  metaCell // schemas.QualifierStreamLatestTile
-	watermark   metaCell // schemas.QualifierStreamWatermark
-	counter     sinkCounters
+	table   *sharedTable
+	keys    featureKeys
+	byIndex []featureKey
+	setFP   uint64
+	// bundle holds the entities of the current bundle, decoded once.
+	bundle map[string]*bundleEntity
+	// firedUpTo is the newest GC timer time this instance fired (µs): the
+	// watermark is past it.
+	firedUpTo int64
+	counter   sinkCounters
+	dropped   beam.Counter
+}
+
+// bundleEntity is one entity in the current bundle.
+type bundleEntity struct {
+	st    *entityState // nil: no state
+	et    *entityTiles
+	cells map[transforms.TileID][]byte // changed tiles, encoded
+	minTS beam.EventTime
 }
 
 func (fn *entityTilesFn) Setup(ctx context.Context) error {
-	cl, err := fn.Bigtable.NewClient(ctx)
+	t, err := acquireTable(ctx, fn.Bigtable)
 	if err != nil {
 		return err
 	}
-	fn.client = cl
-	fn.table = cl.Open(fn.Bigtable.Table)
+	fn.table = t
+	fn.keys, fn.byIndex = keysOf(fn.Set)
+	fn.setFP = setFingerprint(fn.Set)
 	fn.counter = newSinkCounters(fn.Set.Name)
+	fn.dropped = beam.NewCounter(transforms.MetricsNamespace, fn.Set.Name+"_stream_state_tiles_dropped")
 	return nil
 }
 
 func (fn *entityTilesFn) Teardown() error {
-	if fn.client == nil {
+	if fn.table == nil {
 		return nil
 	}
-	err := fn.client.Close()
-	fn.client = nil
+	err := fn.table.release()
+	fn.table = nil
 	return err
 }
 
-func (fn *entityTilesFn) StartBundle(context.Context, func(transforms.DeadLetter)) {
-	fn.pending = map[string]*pendingRow{}
+func (fn *entityTilesFn) StartBundle(context.Context, func(beam.EventTime, string, seqMutation), func(transforms.DeadLetter)) {
+	fn.bundle = map[string]*bundleEntity{}
 }
 
-// pendingRow is what a bundle writes to one entity's row: the tiles it
-// touched and the entity's newest event time.
-type pendingRow struct {
-	tiles  map[transforms.TileID][]byte
-	newest int64
+// load returns entity's state, read once per bundle.
+func (fn *entityTilesFn) load(ctx context.Context, sp state.Provider, entity string) (*bundleEntity, error) {
+	if b := fn.bundle[entity]; b != nil {
+		return b, nil
+	}
+	b := &bundleEntity{minTS: mtime.MaxTimestamp, cells: map[transforms.TileID][]byte{}}
+	st, ok, err := fn.State.Read(sp)
+	if err != nil {
+		return nil, fmt.Errorf("read state of %s/%s: %w", fn.Set.Name, entity, err)
+	}
+	if ok && st != nil {
+		ts, dropped, err := st.tiles(fn.keys)
+		if err != nil {
+			return nil, fmt.Errorf("state of %s/%s: %w", fn.Set.Name, entity, err)
+		}
+		if dropped > 0 {
+			fn.dropped.Inc(ctx, int64(dropped))
+		}
+		b.st = st
+		b.et = &entityTiles{Tiles: ts, SeededFrom: st.SeededFrom, Newest: st.Newest}
+	}
+	fn.bundle[entity] = b
+	return b, nil
 }
 
-func (fn *entityTilesFn) ProcessElement(ctx context.Context, sp state.Provider, tp timers.Provider, entity string, m pubsubread.Message, dead func(transforms.DeadLetter)) error {
+func micros(ts beam.EventTime) int64 { return mtime.Time(ts).ToTime().UnixMicro() }
+
+func (fn *entityTilesFn) ProcessElement(ctx context.Context, ts beam.EventTime, sp state.Provider, tp timers.Provider, entity string, m pubsubread.Message,
+	_ func(beam.EventTime, string, seqMutation), dead func(transforms.DeadLetter)) error {
 	set := fn.Set
+	lateness := set.AllowedLateness.Microseconds()
 	// keyByEntityFn checked the message already, so only a clock that
 	// moved back could make it a dead letter now.
 	e, dl, ok := decodeMessage(set, m, clock().UnixMicro())
 	if !ok {
+		fn.counter.count(ctx, dl)
 		dead(dl)
 		return nil
 	}
-	horizon, _, err := fn.Horizon.Read(sp)
+	stamp := micros(ts)
+	if d := stamp - e.Time; d > lateness || d < -lateness {
+		fn.counter.decode.Inc(ctx, 1)
+		dead(transforms.DeadLetter{Set: set.Name, Stage: transforms.StageDecode, Raw: m.Data,
+			Reason: fmt.Sprintf("message timestamp %s (its timestamp attribute, or its publish time) and event time %s differ by %s, more than the allowed lateness %s: the watermark cannot judge it",
+				time.UnixMicro(stamp).UTC().Format(time.RFC3339Nano), e.EventTime().Format(time.RFC3339Nano), time.Duration(d)*time.Microsecond, schemas.FormatDuration(set.AllowedLateness))})
+		return nil
+	}
+	b, err := fn.load(ctx, sp, entity)
 	if err != nil {
 		return err
 	}
-	if e.Time < horizon {
+	horizon := fn.firedUpTo - lateness
+	if b.st != nil {
+		horizon = max(horizon, b.st.Horizon)
+	}
+	if stamp < horizon {
 		fn.counter.late.Inc(ctx, 1)
 		dead(transforms.DeadLetter{Set: set.Name, Stage: transforms.StageLate, Raw: m.Data,
-			Reason: fmt.Sprintf("event time %s is before %s, the watermark minus the allowed lateness %s, for its entity",
-				e.EventTime().Format(time.RFC3339Nano), time.UnixMicro(horizon).UTC().Format(time.RFC3339Nano), schemas.FormatDuration(set.AllowedLateness))})
+			Reason: fmt.Sprintf("message timestamp %s (event time %s) is before %s, the watermark minus the allowed lateness %s, for its entity",
+				time.UnixMicro(stamp).UTC().Format(time.RFC3339Nano), e.EventTime().Format(time.RFC3339Nano),
+				time.UnixMicro(horizon).UTC().Format(time.RFC3339Nano), schemas.FormatDuration(set.AllowedLateness))})
 		return nil
-	}
-	et := entityTiles{SeededFrom: noSeed}
-	ts, held, err := fn.Tiles.Read(sp)
-	if err != nil {
-		return err
-	}
-	if held {
-		et.Tiles = ts
-		if et.SeededFrom, _, err = fn.Seeded.Read(sp); err != nil {
-			return err
-		}
-		if et.Newest, _, err = fn.Newest.Read(sp); err != nil {
-			return err
-		}
-	} else {
-		et.Tiles = transforms.NewTileSet()
 	}
 	events := []schemas.Event{e}
-	from, ids := earliestTile(set, events), map[transforms.TileID]bool(nil)
-	if held {
-		from, ids = et.missing(set, events)
-	}
-	if !held || ids != nil {
-		stored, err := readStored(ctx, fn.table, set, []string{entity}, from)
+	if b.st == nil {
+		// A new chain: seed every tile the event touches from Bigtable, and
+		// take the row's ~chain cell as the condition of the first write.
+		from := earliestTile(set, events)
+		stored, err := readStored(ctx, fn.table.table, set, []string{entity}, from)
 		if err != nil {
 			return err
 		}
-		et.seed(stored[entity], from, ids)
+		b.st = &entityState{Chain: newChain(), SetFingerprint: fn.setFP}
+		b.et = &entityTiles{Tiles: transforms.NewTileSet(), SeededFrom: noSeed}
+		if r := stored[entity]; r != nil {
+			b.st.Prev = r.seq
+		}
+		b.et.seed(stored[entity], from, nil)
+		fn.counter.seeds.Inc(ctx, 1)
+	} else if b.st.SetFingerprint != fn.setFP {
+		// The definition changed: read the touched tiles not held again.
+		from := earliestTile(set, events)
+		stored, err := readStored(ctx, fn.table.table, set, []string{entity}, from)
+		if err != nil {
+			return err
+		}
+		b.et.SeededFrom = noSeed
+		b.et.seed(stored[entity], from, nil)
+		b.st.SetFingerprint = fn.setFP
+		fn.counter.seeds.Inc(ctx, 1)
+	} else if from, ids := b.et.missing(set, events); ids != nil {
+		stored, err := readStored(ctx, fn.table.table, set, []string{entity}, from)
+		if err != nil {
+			return err
+		}
+		b.et.seed(stored[entity], from, ids)
 		fn.counter.seeds.Inc(ctx, 1)
 	}
+	if len(b.cells) == 0 {
+		b.st.Seq++ // this bundle's mutation
+	}
 	dirty := map[transforms.TileID]bool{}
-	et.add(set, events, dirty)
-	if err := fn.Tiles.Write(sp, et.Tiles); err != nil {
-		return err
+	b.et.add(set, events, dirty)
+	b.minTS = min(b.minTS, ts)
+	b.st.Newest, b.st.SeededFrom = b.et.Newest, b.et.SeededFrom
+	if err := b.st.setTiles(b.et.Tiles, fn.byIndex, dirty); err != nil {
+		return fmt.Errorf("state of %s/%s: %w", set.Name, entity, err)
 	}
-	if err := fn.Seeded.Write(sp, et.SeededFrom); err != nil {
-		return err
-	}
-	if err := fn.Newest.Write(sp, et.Newest); err != nil {
-		return err
-	}
-	row := fn.pending[entity]
-	if row == nil {
-		row = &pendingRow{tiles: map[transforms.TileID][]byte{}}
-		fn.pending[entity] = row
-	}
-	row.newest = et.Newest
-	for id := range dirty {
-		enc, err := et.Tiles.Tiles[id].AppendBinary(nil)
-		if err != nil {
-			return fmt.Errorf("encode tile %s/%s/%s@%d: %w", set.Name, entity, set.Features[id.Feature].Name, id.Start, err)
+	for _, t := range b.st.Tiles {
+		if id := (transforms.TileID{Feature: fn.keys[featureKey{t.Qualifier, t.Fingerprint}], Start: t.Start}); dirty[id] {
+			b.cells[id] = t.Partial
 		}
-		row.tiles[id] = enc
 	}
-	fn.newest = max(fn.newest, schemas.TileStart(e.Time, set.MinTile()))
-	fn.newestEvent = max(fn.newestEvent, e.Time)
+	fn.setGC(tp, b.st, b.et)
 	fn.counter.events.Inc(ctx, 1)
-	return fn.setGC(sp, tp, et.Tiles)
+	return fn.State.Write(sp, b.st)
 }
 
-// setGC sets the timer at the earliest tile end plus the allowed lateness.
-func (fn *entityTilesFn) setGC(sp state.Provider, tp timers.Provider, ts *transforms.TileSet) error {
+// newChain draws a chain identifier.
+func newChain() uint64 {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return binary.BigEndian.Uint64(b[:]) | 1
+}
+
+// setGC sets the timer at the earliest tile end plus twice the allowed
+// lateness, or, with no tiles left, at the end of the tombstone.
+func (fn *entityTilesFn) setGC(tp timers.Provider, st *entityState, et *entityTiles) {
 	at := noSeed
-	for id := range ts.Tiles {
+	for id := range et.Tiles.Tiles {
 		at = min(at, id.Start+fn.Set.Features[id.Feature].Tile.Microseconds())
 	}
-	at += fn.Set.AllowedLateness.Microseconds()
-	cur, ok, err := fn.GCAt.Read(sp)
-	if err != nil {
-		return err
+	if at == noSeed {
+		at = st.Horizon + fn.Retention.Microseconds()
+	} else {
+		at += 2 * fn.Set.AllowedLateness.Microseconds()
 	}
-	if ok && cur == at {
-		return nil
+	if st.GCAt == at {
+		return
 	}
 	fn.GC.Set(tp, time.UnixMicro(at), timers.WithNoOutputTimestamp())
-	return fn.GCAt.Write(sp, at)
+	st.GCAt = at
 }
 
-func (fn *entityTilesFn) OnTimer(ctx context.Context, sp state.Provider, tp timers.Provider, entity string, timer timers.Context, _ func(transforms.DeadLetter)) error {
-	at, ok, err := fn.GCAt.Read(sp)
-	if err != nil || !ok {
+func (fn *entityTilesFn) OnTimer(ctx context.Context, sp state.Provider, tp timers.Provider, entity string, _ timers.Context,
+	_ func(beam.EventTime, string, seqMutation), _ func(transforms.DeadLetter)) error {
+	b, err := fn.load(ctx, sp, entity)
+	if err != nil || b.st == nil || b.st.GCAt == 0 {
 		return err
 	}
-	horizon := at - fn.Set.AllowedLateness.Microseconds()
-	if err := fn.Horizon.Write(sp, horizon); err != nil {
-		return err
+	st := b.st
+	fired := st.GCAt
+	fn.firedUpTo = max(fn.firedUpTo, fired)
+	st.GCAt = 0
+	if len(b.et.Tiles.Tiles) == 0 {
+		// The tombstone ends: forget the entity.
+		b.st, b.et = nil, nil
+		delete(fn.bundle, entity)
+		return fn.State.Clear(sp)
 	}
-	ts, held, err := fn.Tiles.Read(sp)
-	if err != nil {
-		return err
+	lateness := fn.Set.AllowedLateness.Microseconds()
+	st.Horizon = max(st.Horizon, fired-lateness)
+	b.et.gc(fn.Set, st.Horizon-lateness)
+	st.SeededFrom = b.et.SeededFrom
+	if err := st.setTiles(b.et.Tiles, fn.byIndex, map[transforms.TileID]bool{}); err != nil {
+		return fmt.Errorf("state of %s/%s: %w", fn.Set.Name, entity, err)
 	}
-	if !held {
-		return fn.GCAt.Clear(sp)
-	}
-	seeded, _, err := fn.Seeded.Read(sp)
-	if err != nil {
-		return err
-	}
-	et := entityTiles{Tiles: ts, SeededFrom: seeded}
-	if et.gc(fn.Set, horizon) {
-		// Nothing left: forget the entity (a later event seeds it afresh;
-		// the horizon stays so that late events are still recognised).
-		for _, err := range []error{fn.Tiles.Clear(sp), fn.Seeded.Clear(sp), fn.Newest.Clear(sp), fn.GCAt.Clear(sp)} {
-			if err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	if err := fn.Tiles.Write(sp, et.Tiles); err != nil {
-		return err
-	}
-	if err := fn.Seeded.Write(sp, et.SeededFrom); err != nil {
-		return err
-	}
-	return fn.setGC(sp, tp, et.Tiles)
+	fn.setGC(tp, st, b.et)
+	return fn.State.Write(sp, st)
 }
 
-func (fn *entityTilesFn) FinishBundle(ctx context.Context, _ func(transforms.DeadLetter)) error {
-	if len(fn.pending) == 0 {
-		return nil
-	}
-	var batch bigtablewrite.Batch
-	for entity, row := range fn.pending {
-		m := transforms.RowMutation{RowKey: schemas.RowKey(fn.Set.Name, entity)}
-		for id, v := range row.tiles {
-			m.Cells = append(m.Cells, transforms.Cell{Family: schemas.FamilyStream, Qualifier: fn.Set.Features[id.Feature].Qualifier(), Timestamp: id.Start, Value: v})
+func (fn *entityTilesFn) FinishBundle(_ context.Context, emit func(beam.EventTime, string, seqMutation), _ func(transforms.DeadLetter)) error {
+	for entity, b := range fn.bundle {
+		if len(b.cells) == 0 || b.st == nil {
+			continue
 		}
-		m.Cells = append(m.Cells, NewestCell(row.newest))
-		batch.Add(m)
-		if batch.Rows() >= bigtablewrite.DefaultMaxRows {
-			if err := fn.apply(ctx, &batch); err != nil {
-				return err
-			}
+		m := seqMutation{Chain: b.st.Chain, Seq: b.st.Seq, Origin: b.st.Prev, Newest: b.st.Newest, Cells: make([]transforms.Cell, 0, len(b.cells))}
+		m.Prev = m.Origin
+		if m.Seq > 1 {
+			m.Prev = encodeSeq(m.Chain, m.Seq-1)
 		}
+		for id, v := range b.cells {
+			m.Cells = append(m.Cells, transforms.Cell{Family: schemas.FamilyStream, Qualifier: fn.byIndex[id.Feature].qualifier, Timestamp: id.Start, Value: v})
+		}
+		emit(b.minTS, entity, m)
 	}
-	if err := fn.apply(ctx, &batch); err != nil {
-		return err
-	}
-	fn.pending = nil
-	if err := fn.latestTile.write(ctx, fn.table, fn.Set.Name, schemas.QualifierStreamLatestTile, fn.newest, 0); err != nil {
-		return err
-	}
-	return fn.watermark.write(ctx, fn.table, fn.Set.Name, schemas.QualifierStreamWatermark, fn.newestEvent, 0)
-}
-
-func (fn *entityTilesFn) apply(ctx context.Context, b *bigtablewrite.Batch) error {
-	if b.Rows() == 0 {
-		return nil
-	}
-	cells := b.Cells()
-	if _, err := bigtablewrite.ApplyBulk(ctx, fn.table, b, bigtablewrite.DefaultAttempts); err != nil {
-		return fmt.Errorf("write stream tiles of %s: %w", fn.Set.Name, err)
-	}
-	fn.counter.cells.Inc(ctx, int64(cells))
-	b.Reset()
+	fn.bundle = nil
 	return nil
 }
 

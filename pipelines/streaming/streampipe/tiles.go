@@ -36,6 +36,7 @@ type entityTiles struct {
 type storedRow struct {
 	tiles  map[transforms.TileID]aggregate.Partial
 	newest int64
+	seq    []byte // the Dataflow variant's stream:~chain cell, nil if none
 }
 
 // noSeed is the SeededFrom of an entity never read from Bigtable.
@@ -70,10 +71,15 @@ func readStored(ctx context.Context, tbl *bigtable.Table, set *schemas.FeatureSe
 	}
 	out := make(map[string]*storedRow, len(entities))
 	newestColumn := schemas.FamilyStream + ":" + schemas.QualifierNewest
+	seqColumn := schemas.FamilyStream + ":" + schemas.QualifierChain
 	var decodeErr error
-	filter := bigtable.ChainFilters(
-		bigtable.FamilyFilter(schemas.FamilyStream),
-		bigtable.TimestampRangeFilterMicros(bigtable.Timestamp(from), 0),
+	filter := bigtable.InterleaveFilters(
+		bigtable.ChainFilters(
+			bigtable.FamilyFilter(schemas.FamilyStream),
+			bigtable.TimestampRangeFilterMicros(bigtable.Timestamp(from), 0),
+		),
+		// The ~chain cell whatever its time (only the Dataflow variant writes it).
+		bigtable.ChainFilters(bigtable.FamilyFilter(schemas.FamilyStream), bigtable.ColumnFilter(schemas.QualifierChain), bigtable.LatestNFilter(1)),
 	)
 	err := tbl.ReadRows(ctx, keys, func(r bigtable.Row) bool {
 		_, entity, _ := strings.Cut(r.Key(), "#")
@@ -87,6 +93,10 @@ func readStored(ctx context.Context, tbl *bigtable.Table, set *schemas.FeatureSe
 					return false
 				}
 				row.newest = max(row.newest, t)
+				continue
+			}
+			if it.Column == seqColumn {
+				row.seq = it.Value
 				continue
 			}
 			fi, ok := byQualifier[it.Column]

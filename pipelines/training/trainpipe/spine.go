@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/big"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -36,6 +37,7 @@ const (
 	CSV       Format = iota // .csv, a header line then one record a row
 	JSONLines               // .jsonl, .ndjson, .json: one JSON object a line
 	Parquet                 // .parquet
+	BigQuery                // a BigQuery table, not a file
 )
 
 func (f Format) String() string {
@@ -44,6 +46,8 @@ func (f Format) String() string {
 		return "csv"
 	case JSONLines:
 		return "jsonl"
+	case BigQuery:
+		return "bigquery"
 	}
 	return "parquet"
 }
@@ -86,6 +90,10 @@ type Spine struct {
 	Columns []Column `json:"columns"`
 	// Time is the index in Columns of the time column.
 	Time int `json:"time"`
+	// Table is the BigQuery table of a BigQuery spine (a query's result
+	// table for a query), read as of Snapshot unless that is zero.
+	Table    string    `json:"table,omitempty"`
+	Snapshot time.Time `json:"snapshot,omitempty"`
 	// MinAt and MaxAt are the earliest and latest instants of rows whose
 	// time parses (Unix microseconds); Rows counts those rows.
 	MinAt, MaxAt int64 `json:"-"`
@@ -386,8 +394,10 @@ func arrowColumnType(t arrow.DataType) (schemas.Type, error) {
 		return schemas.Bool, nil
 	case arrow.TIMESTAMP, arrow.DATE32:
 		return schemas.Timestamp, nil
+	case arrow.DECIMAL128, arrow.DECIMAL256: // exact, as text
+		return schemas.String, nil
 	}
-	return schemas.Null, fmt.Errorf("Parquet type %s is not supported in a spine (want string, integer, float, bool, timestamp or date)", t)
+	return schemas.Null, fmt.Errorf("type %s is not supported in a spine (want string, integer, float, bool, timestamp, date or decimal)", t)
 }
 
 // arrowValue is value i of col as a spine value.
@@ -425,8 +435,33 @@ func arrowValue(col arrow.Array, i int) schemas.Value {
 		return schemas.Value{Type: schemas.Timestamp, Int: ceilMicros(c.Value(i).ToTime(unit))}
 	case *array.Date32:
 		return schemas.TimestampValue(c.Value(i).ToTime())
+	case *array.Decimal128:
+		return schemas.StringValue(decimalString(c.Value(i).BigInt(), c.DataType().(*arrow.Decimal128Type).Scale))
+	case *array.Decimal256:
+		return schemas.StringValue(decimalString(c.Value(i).BigInt(), c.DataType().(*arrow.Decimal256Type).Scale))
 	}
 	return schemas.StringValue(col.ValueStr(i))
+}
+
+// decimalString is the exact decimal unscaled × 10^-scale, without
+// trailing zeros after the point: 1250000001, 9 → "1.250000001".
+func decimalString(unscaled *big.Int, scale int32) string {
+	neg := unscaled.Sign() < 0
+	digits := new(big.Int).Abs(unscaled).String()
+	if scale > 0 {
+		if pad := int(scale) + 1 - len(digits); pad > 0 {
+			digits = strings.Repeat("0", pad) + digits
+		}
+		point := len(digits) - int(scale)
+		digits = strings.TrimRight(digits[:point]+"."+digits[point:], "0")
+		digits = strings.TrimSuffix(digits, ".")
+	} else if scale < 0 {
+		digits += strings.Repeat("0", int(-scale))
+	}
+	if neg {
+		digits = "-" + digits
+	}
+	return digits
 }
 
 // rowJSON is a row as a JSON object, for a dead letter.

@@ -51,7 +51,7 @@ type SetValues struct {
 	Values []schemas.Value
 }
 
-// readSpine reads the spine files and checks each row: the time parses and
+// readSpine reads the spine (files, or a BigQuery table) and checks each row: the time parses and
 // every request's key is there. Good rows are counted in
 // tandem/training_spine_rows, bad ones go to dead with the reason and are
 // counted in tandem/training_spine_dead_letters.
@@ -62,6 +62,9 @@ func readSpine(s beam.Scope, cfg *Config, files []string) (rows, dead beam.PColl
 	fn := &readSpineFn{Format: cfg.Spine.Format, Columns: cfg.Spine.Columns, Time: cfg.Spine.Time}
 	for _, r := range cfg.Requests {
 		fn.Keys = append(fn.Keys, spineKey{Column: columnIndex(cfg.Spine.Columns, r.Key), Type: r.Set.Fields[r.Set.KeyIndex()].Type})
+	}
+	if cfg.Spine.Table != "" {
+		return readSpineBigQuery(s, cfg, fn)
 	}
 	paths := beam.Reshuffle(s, beam.CreateList(s, files))
 	return beam.ParDo2(s, fn, paths)
@@ -98,23 +101,35 @@ func (fn *readSpineFn) Setup() {
 }
 
 func (fn *readSpineFn) ProcessElement(ctx context.Context, path string, emit func(Row), dead func(transforms.DeadLetter)) error {
+	index := fn.index()
+	return readSpineFile(ctx, path, fn.Format, func(rec record) error {
+		fn.take(ctx, path, rec, index, emit, dead)
+		return nil
+	})
+}
+
+// index maps column names to their index in fn.Columns.
+func (fn *readSpineFn) index() map[string]int {
 	index := make(map[string]int, len(fn.Columns))
 	for i, c := range fn.Columns {
 		index[c.Name] = i
 	}
-	return readSpineFile(ctx, path, fn.Format, func(rec record) error {
-		row, reason := fn.row(rec, index)
-		if reason != "" {
-			fn.bad.Inc(ctx, 1)
-			dead(transforms.DeadLetter{Set: DeadLetterSet, Stage: "spine",
-				Reason: fmt.Sprintf("%s:%d: %s", path, rec.line, reason), Raw: rec.raw()})
-			return nil
-		}
-		row.ID = strconv.FormatInt(rec.num, 10) + "@" + path
-		fn.rows.Inc(ctx, 1)
-		emit(row)
-		return nil
-	})
+	return index
+}
+
+// take emits rec, record number rec.num of the file or stream named where,
+// as a Row, or as a dead letter with the reason it is bad.
+func (fn *readSpineFn) take(ctx context.Context, where string, rec record, index map[string]int, emit func(Row), dead func(transforms.DeadLetter)) {
+	row, reason := fn.row(rec, index)
+	if reason != "" {
+		fn.bad.Inc(ctx, 1)
+		dead(transforms.DeadLetter{Set: DeadLetterSet, Stage: "spine",
+			Reason: fmt.Sprintf("%s:%d: %s", where, rec.line, reason), Raw: rec.raw()})
+		return
+	}
+	row.ID = strconv.FormatInt(rec.num, 10) + "@" + where
+	fn.rows.Inc(ctx, 1)
+	emit(row)
 }
 
 // row checks rec and returns it as a Row, or the reason it is bad.

@@ -32,6 +32,7 @@ import (
 	"github.com/tandem-fp/tandem/pipelines/batch/batchpipe"
 	"github.com/tandem-fp/tandem/schemas"
 	"github.com/tandem-fp/tandem/transforms"
+	"github.com/tandem-fp/tandem/transforms/bigqueryread"
 )
 
 // ErrConfig matches, with errors.Is, every error Prepare and Build return
@@ -74,8 +75,12 @@ type Config struct {
 	// Parquet, by extension; local or gs://), SpineTime the column of the
 	// rows' instants (default "ts").
 	SpineGlob string
-	SpineTime string
-	Output    Output
+	// SpineBigQuery, instead of SpineGlob, is a BigQuery table or query
+	// whose rows are the spine (see ProbeBigQuerySpine); reached with
+	// BigQuery.
+	SpineBigQuery bigqueryread.Source
+	SpineTime     string
+	Output        Output
 	// DeadLetter is the path prefix of the dead-letter file
 	// <DeadLetter>.jsonl: spine rows without a key or a valid time, and
 	// events that do not decode.
@@ -94,8 +99,12 @@ func Prepare(ctx context.Context, cfg *Config) error {
 	if len(cfg.Requests) == 0 {
 		return fmt.Errorf("%w: no feature set requested", ErrConfig)
 	}
-	if cfg.SpineGlob == "" {
+	bqSpine := cfg.SpineBigQuery != (bigqueryread.Source{})
+	if cfg.SpineGlob == "" && !bqSpine {
 		return fmt.Errorf("%w: no spine", ErrConfig)
+	}
+	if cfg.SpineGlob != "" && bqSpine {
+		return fmt.Errorf("%w: a spine of files and a BigQuery spine; want one", ErrConfig)
 	}
 	if cfg.SpineTime == "" {
 		cfg.SpineTime = "ts"
@@ -159,7 +168,11 @@ func Prepare(ctx context.Context, cfg *Config) error {
 		}
 	}
 	if cfg.Spine == nil {
-		sp, err := ProbeSpine(ctx, cfg.SpineGlob, cfg.SpineTime)
+		probe := func() (*Spine, error) { return ProbeSpine(ctx, cfg.SpineGlob, cfg.SpineTime) }
+		if bqSpine {
+			probe = func() (*Spine, error) { return ProbeBigQuerySpine(ctx, cfg.SpineBigQuery, cfg.SpineTime, cfg.BigQuery) }
+		}
+		sp, err := probe()
 		if err != nil {
 			return err
 		}
@@ -227,9 +240,12 @@ func Build(s beam.Scope, cfg *Config) error {
 	if cfg.Spine == nil {
 		return fmt.Errorf("%w: the config is not prepared (no spine)", ErrConfig)
 	}
-	files, err := spineFiles(context.Background(), cfg.SpineGlob)
-	if err != nil {
-		return err
+	var files []string
+	if cfg.Spine.Table == "" {
+		var err error
+		if files, err = spineFiles(context.Background(), cfg.SpineGlob); err != nil {
+			return err
+		}
 	}
 	cols := cfg.Columns()
 	rows, spineDead := readSpine(s.Scope("Spine"), cfg, files)
@@ -291,7 +307,7 @@ func Run(ctx context.Context, cfg *Config) (Result, error) {
 		return res, err
 	}
 	res.Files = OutputFiles(cfg.Output)
-	slog.Info("training: spine", "glob", cfg.SpineGlob, "format", cfg.Spine.Format, "columns", len(cfg.Spine.Columns),
+	slog.Info("training: spine", "source", cfg.Spine.Glob, "format", cfg.Spine.Format, "columns", len(cfg.Spine.Columns),
 		"rows", cfg.Spine.Rows, "from", time.UnixMicro(cfg.Spine.MinAt).UTC().Format(time.RFC3339Nano), "to", time.UnixMicro(cfg.Spine.MaxAt).UTC().Format(time.RFC3339Nano))
 	for _, r := range cfg.Requests {
 		from, to := cfg.ReadRange(r)
