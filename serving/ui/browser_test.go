@@ -473,6 +473,31 @@ func TestPages(t *testing.T) {
 			if diff := cmp.Diff([]string{`[1,"a",null]`, `{"p50":2.5}`, "null", "false", "x"}, shapes); diff != "" {
 				t.Errorf("formatValue (-want +got):\n%s", diff)
 			}
+			// A feature service read from its card shows what the API answers.
+			b.setValue("section[data-service=fraud_model] input[name=card_id]", f.card)
+			b.setValue("section[data-service=fraud_model] input[name=user_id]", f.user)
+			b.setValue("section[data-service=fraud_model] input[name=at]", f.at.Format(time.RFC3339))
+			b.do(chromedp.Click(chromedp.CSS("section[data-service=fraud_model] form button")))
+			b.waitFor("document.querySelectorAll('section[data-service=fraud_model] .service-values tr[data-feature]').length > 0")
+			var svc struct {
+				Features map[string]map[string]featureValue `json:"features"`
+			}
+			f.get("/v1/services/fraud_model?card_id="+f.card+"&user_id="+f.user+"&at="+f.at.Format(time.RFC3339), "", &svc)
+			type svcCell struct{ Set, Feature, Value, Status, AsOf string }
+			shown := eval[[]svcCell](b, `[...document.querySelectorAll('section[data-service=fraud_model] .service-values tr[data-feature]')].map(r => ({Set: r.dataset.set,
+				Feature: r.dataset.feature, Value: r.querySelector('td.value').dataset.value, Status: r.dataset.status, AsOf: (r.querySelector('.asof') || {}).title || ''}))`)
+			onPage := map[string]map[string]featureValue{}
+			for _, c := range shown {
+				if onPage[c.Set] == nil {
+					onPage[c.Set] = map[string]featureValue{}
+				}
+				for k, v := range decodeCells(t, []cell{{Feature: c.Feature, Value: c.Value, Status: c.Status, AsOf: c.AsOf}}) {
+					onPage[c.Set][k] = v
+				}
+			}
+			if diff := cmp.Diff(svc.Features, onPage); diff != "" || len(shown) != 9 {
+				t.Errorf("fraud_model read on the page: %d values (-API +page):\n%s", len(shown), diff)
+			}
 			b.screenshot("overview-" + vp.name)
 			b.noConsoleErrors("overview")
 		})

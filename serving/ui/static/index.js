@@ -1,7 +1,7 @@
 // The overview: every feature set the key may read (GET /v1/featuresets)
 // with its features, and the feature services (GET /v1/services) linked to
-// their sets.
-import {api, el, entityLink, formatDuration, setLink, start} from './common.js';
+// their sets, each with a form that reads it for one row of keys.
+import {api, el, entityLink, errorBox, formatDuration, formatValue, guard, setLink, start, statusBadge, timeCell} from './common.js';
 
 function sourcesText(src) {
   const parts = [];
@@ -74,7 +74,47 @@ function serviceCard(svc, known) {
     el('div', {class: 'scroll'}, el('table', {class: 'stack'},
       el('thead', {}, el('tr', {}, el('th', {text: 'feature set'}), el('th', {text: 'key column'}), el('th', {text: 'features'}))),
       el('tbody', {}, rows))),
+    serviceLookup(svc),
   );
+}
+
+// serviceLookup is a form that reads the service for one row of its key
+// columns (GET /v1/services/{name}?KEY=...&at=...) and shows the values by
+// feature set.
+function serviceLookup(svc) {
+  const inputs = (svc.keys || []).map((k) => el('input', {class: 'key', name: k.name, required: true, spellcheck: 'false', autocomplete: 'off', placeholder: k.type}));
+  const at = el('input', {class: 'time', name: 'at', spellcheck: 'false', autocomplete: 'off', placeholder: 'now'});
+  const out = el('div', {class: 'service-values'});
+  const form = el('form', {class: 'row service-lookup'},
+    (svc.keys || []).map((k, i) => el('label', {}, k.name, inputs[i])),
+    el('label', {}, 'At (RFC 3339, empty for now)', at),
+    el('button', {type: 'submit', text: 'Read the service'}));
+  const read = guard(async () => {
+    out.replaceChildren();
+    const q = new URLSearchParams();
+    (svc.keys || []).forEach((k, i) => q.set(k.name, inputs[i].value));
+    if (at.value.trim()) q.set('at', at.value.trim());
+    const res = await api('/v1/services/' + encodeURIComponent(svc.name) + '?' + q);
+    const rows = [];
+    for (const [set, feats] of Object.entries(res.features || {})) {
+      for (const [name, v] of Object.entries(feats)) {
+        rows.push(el('tr', {'data-set': set, 'data-feature': name, 'data-status': v.status},
+          el('td', {class: 'head'}, el('a', {href: setLink(set), text: set}), ' / ', el('b', {text: name})),
+          el('td', {class: 'value', 'data-label': 'value', 'data-value': JSON.stringify(v.value === undefined ? null : v.value), text: formatValue(v.value)}),
+          el('td', {'data-label': 'status'}, statusBadge(v.status),
+            v.as_of ? el('span', {class: 'asof sub', title: v.as_of, text: 'as of ' + v.as_of.replace('T', ' ').replace(/\.\d+Z$/, 'Z')}) : null)));
+      }
+    }
+    out.replaceChildren(el('p', {class: 'sub'}, 'at ', timeCell(res.at)),
+      el('div', {class: 'scroll'}, el('table', {class: 'stack'},
+        el('thead', {}, el('tr', {}, ['feature', 'value', 'status'].map((h) => el('th', {text: h})))),
+        el('tbody', {}, rows))));
+  }, out);
+  form.onsubmit = (e) => {
+    e.preventDefault();
+    read();
+  };
+  return el('div', {}, el('h3', {text: 'Read it'}), form, out);
 }
 
 start('index', async () => {
