@@ -44,6 +44,11 @@ type featureJSON struct {
 	Tile       string `json:"tile"`
 	Qualifier  string `json:"qualifier"`
 	ResultType string `json:"result_type"`
+	// The op's parameters (last_k, first_k, top_k, approx_percentile,
+	// histogram).
+	K           int       `json:"k,omitempty"`
+	Percentiles []float64 `json:"percentiles,omitempty"`
+	Buckets     int       `json:"buckets,omitempty"`
 }
 
 // MarshalJSON encodes fs with durations in definition syntax.
@@ -63,6 +68,7 @@ func (fs *FeatureSet) MarshalJSON() ([]byte, error) {
 			Name: f.Name, Op: f.Op, Field: f.Field, Where: f.Where,
 			Window: FormatDuration(f.Window), Tile: FormatDuration(f.Tile),
 			Qualifier: f.Qualifier(), ResultType: f.ResultTypeName(),
+			K: f.K, Percentiles: f.Percentiles, Buckets: f.Buckets,
 		})
 	}
 	for _, d := range fs.Derived {
@@ -103,7 +109,7 @@ func (fs *FeatureSet) UnmarshalJSON(data []byte) error {
 		out.Fields = append(out.Fields, Field{Name: f.Name, Type: t})
 	}
 	for _, f := range j.Features {
-		ft := Feature{Name: f.Name, Op: f.Op, Field: f.Field, Where: f.Where}
+		ft := Feature{Name: f.Name, Op: f.Op, Field: f.Field, Where: f.Where, K: f.K, Percentiles: f.Percentiles, Buckets: f.Buckets}
 		if ft.Window, err = parseDurationJSON(f.Window); err != nil {
 			return fmt.Errorf("schemas: feature %s.%s: window: %w", j.Name, f.Name, err)
 		}

@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -69,5 +70,31 @@ func TestParseOpParams(t *testing.T) {
 		if d := cmp.Diff(tc.want, strings.Split(err.Error(), "\n")); d != "" {
 			t.Errorf("Parse(%s) error mismatch (-want +got):\n%s", tc.feature, d)
 		}
+	}
+}
+
+// TestOpParamsJSON checks that the parameters survive the JSON form that
+// pipelines ship to their workers.
+func TestOpParamsJSON(t *testing.T) {
+	in := strings.Replace(validYAML, "  - {name: merchants_7d, op: approx_count_distinct, field: merchant, window: 7d}", `  - {name: l, op: last_k, field: merchant, k: 5, window: 7d}
+  - {name: p, op: approx_percentile, field: amount, percentiles: [0.5, 0.99], window: 7d}
+  - {name: h, op: histogram, field: merchant, buckets: 7, window: 7d}`, 1)
+	fs, err := Parse("x.yaml", []byte(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back FeatureSet
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(fs.Features, back.Features); d != "" {
+		t.Errorf("features after a JSON round trip differ (-loaded +decoded):\n%s", d)
+	}
+	if !strings.Contains(string(b), `"result_type":"list\u003cstring\u003e"`) || !strings.Contains(string(b), `"percentiles":[0.5,0.99]`) {
+		t.Errorf("JSON %s lacks the composite result types", b)
 	}
 }

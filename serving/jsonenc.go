@@ -15,6 +15,8 @@ import (
 // bool as true/false, string as a string, timestamp as an RFC 3339 string
 // in UTC, null as null. Non-finite floats, which JSON cannot hold, are the
 // strings "NaN", "Infinity" and "-Infinity" (as in protobuf's JSON mapping).
+// List and map values (last_k, top_k, approx_percentile, histogram) have
+// the shapes of schemas.AppendCompositeJSON, their scalars encoded as here.
 
 // writeJSON writes a complete JSON body.
 func writeJSON(w http.ResponseWriter, status int, body []byte) {
@@ -47,6 +49,8 @@ func appendValue(b []byte, v schemas.Value) []byte {
 		return appendString(b, v.Str)
 	case schemas.Timestamp:
 		return appendTime(b, time.UnixMicro(v.Int))
+	case schemas.List, schemas.Counts, schemas.Quantiles, schemas.Histogram:
+		return schemas.AppendCompositeJSON(b, v, appendValue)
 	}
 	return append(b, "null"...)
 }

@@ -32,7 +32,7 @@ func init() {
 // Defaults for the bulk batches.
 const (
 	DefaultMaxRows     = 1000    // rows per bulk request
-	DefaultMaxBytes    = 4 << 20 // value bytes per bulk request
+	DefaultMaxBytes    = 3 << 20 // bytes (values, qualifiers, keys, framing) per bulk request: under gRPC's default 4 MiB message limit, which the emulator keeps
 	DefaultMaxCells    = 100_000 // cells per bulk request: Bigtable's limit of mutations per MutateRows
 	DefaultAttempts    = 8       // tries of a row with transient failures
 	DefaultConcurrency = 2       // bulk requests in flight per DoFn instance
@@ -44,7 +44,8 @@ type Option func(*writeFn)
 // MaxRows bounds the rows of one bulk request.
 func MaxRows(n int) Option { return func(fn *writeFn) { fn.MaxRows = n } }
 
-// MaxBytes bounds the value bytes of one bulk request.
+// MaxBytes bounds the bytes of one bulk request (values, qualifiers, row
+// keys and an estimate of the framing).
 func MaxBytes(n int) Option { return func(fn *writeFn) { fn.MaxBytes = n } }
 
 // MaxCells bounds the cells of one bulk request (at most DefaultMaxCells,
@@ -149,7 +150,7 @@ func (fn *writeFn) ProcessElement(ctx context.Context, m transforms.RowMutation,
 	if len(m.Cells) > fn.MaxCells {
 		return fmt.Errorf("bigtable write of row %q: %d cells, more than the %d of one bulk request", m.RowKey, len(m.Cells), fn.MaxCells)
 	}
-	if fn.batch.Cells()+len(m.Cells) > fn.MaxCells {
+	if fn.batch.Cells()+len(m.Cells) > fn.MaxCells || fn.batch.Rows() > 0 && fn.batch.Bytes()+mutationBytes(m) > fn.MaxBytes {
 		fn.flush(ctx)
 	}
 	fn.batch.Add(m)
@@ -253,9 +254,26 @@ func (b *Batch) Add(m transforms.RowMutation) {
 		}
 		b.muts[i].Set(c.Family, c.Qualifier, bigtable.Timestamp(c.Timestamp), c.Value)
 		b.cells++
-		b.bytes += len(c.Qualifier) + len(c.Value) + 16
 	}
+	b.bytes += cellBytes(m)
 }
+
+// cellBytes is about the bytes m's cells take in a request: value,
+// qualifier, family and framing per cell, and the qualifier and family
+// again for a cell that replaces its column.
+func cellBytes(m transforms.RowMutation) int {
+	n := 0
+	for _, c := range m.Cells {
+		n += len(c.Qualifier) + len(c.Family) + len(c.Value) + 16
+		if c.Replace {
+			n += len(c.Qualifier) + len(c.Family) + 8
+		}
+	}
+	return n
+}
+
+// mutationBytes is about the bytes m adds to a request.
+func mutationBytes(m transforms.RowMutation) int { return len(m.RowKey) + cellBytes(m) }
 
 // Rows is the number of distinct rows in the batch.
 func (b *Batch) Rows() int { return len(b.keys) }

@@ -60,6 +60,13 @@ features:
   - {name: notok_count_1h, op: count, window: 1h, where: not ok}
   - {name: x_sum_big_24h, op: sum, field: x, window: 24h, where: 'x > 10000 and s in ("apple", "kiwi")'}
   - {name: n_max_1h, op: max, field: n, window: 1h, tile: 15m, where: n < 0 or ok is null}
+  - {name: s_first_24h, op: first, field: s, window: 24h}
+  - {name: s_last3_1h, op: last_k, field: s, k: 3, window: 1h}
+  - {name: n_first2_24h, op: first_k, field: n, k: 2, window: 24h, tile: 3h}
+  - {name: s_top3_7d, op: top_k, field: s, k: 3, window: 7d}
+  - {name: x_pct_24h, op: approx_percentile, field: x, percentiles: [0.1, 0.5, 0.9, 0.99], window: 24h}
+  - {name: n_pct_1h, op: approx_percentile, field: n, percentiles: [0.5], window: 1h, tile: 15m}
+  - {name: s_hist_24h, op: histogram, field: s, buckets: 4, window: 24h}
 derived:
   - {name: big_x_per_c, expr: x_sum_big_24h / c_1h}
   - {name: notok_or_low, expr: 'notok_count_1h > 3 or coalesce(n_max_1h, 0) < -400'}
@@ -179,6 +186,8 @@ func bruteForce(f schemas.Feature, events []schemas.Event, key string, at int64)
 		return float64(v.Int)
 	}
 	switch f.Op {
+	case schemas.OpFirst, schemas.OpLastK, schemas.OpFirstK, schemas.OpTopK, schemas.OpApproxPercentile, schemas.OpHistogram:
+		return bruteComposite(f, vs, ts)
 	case schemas.OpSum:
 		if f.FieldType == schemas.Int64 {
 			var s int64
@@ -321,6 +330,10 @@ func readOutput(t *testing.T, path string, cols []Column) []map[string]any {
 				t.Fatalf("%s: %v", path, err)
 			}
 			for _, c := range cols {
+				if c.Type.Composite() {
+					m[c.Name] = canonComposite(t, c, m[c.Name])
+					continue
+				}
 				m[c.Name] = fromJSON(t, m[c.Name], c.Type)
 			}
 			rows = append(rows, m)
@@ -337,6 +350,10 @@ func readOutput(t *testing.T, path string, cols []Column) []map[string]any {
 		for _, rec := range recs[1:] {
 			m := map[string]any{}
 			for i, c := range cols {
+				if c.Type.Composite() {
+					m[c.Name] = compositeFromText(t, c, rec[i])
+					continue
+				}
 				m[c.Name] = fromText(t, rec[i], c.Type)
 			}
 			rows = append(rows, m)
@@ -365,6 +382,10 @@ func readOutput(t *testing.T, path string, cols []Column) []map[string]any {
 				for j, c := range cols {
 					if rec.ColumnName(j) != c.Name {
 						t.Fatalf("%s column %d is %s, want %s", path, j, rec.ColumnName(j), c.Name)
+					}
+					if c.Type.Composite() {
+						m[c.Name] = arrowComposite(t, c, rec.Column(j), i)
+						continue
 					}
 					m[c.Name] = nilIfNull(arrowValue(rec.Column(j), i))
 				}
@@ -547,6 +568,9 @@ func labelOf(t *testing.T, v any) int {
 func agrees(f schemas.Feature, got, want any) bool {
 	if got == nil || want == nil {
 		return got == nil && want == nil
+	}
+	if f.ResultType().Composite() {
+		return agreesComposite(got, want)
 	}
 	switch w := want.(type) {
 	case float64:

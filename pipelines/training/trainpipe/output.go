@@ -223,7 +223,11 @@ func arrowType(t schemas.Type) arrow.DataType {
 func newParquetWriter(w io.Writer, cols []Column) (*parquetWriter, error) {
 	fields := make([]arrow.Field, len(cols))
 	for i, c := range cols {
-		fields[i] = arrow.Field{Name: c.Name, Type: arrowType(c.Type), Nullable: true}
+		t := arrowType(c.Type)
+		if c.Type.Composite() {
+			t = compositeArrowType(c)
+		}
+		fields[i] = arrow.Field{Name: c.Name, Type: t, Nullable: true}
 	}
 	schema := arrow.NewSchema(fields, nil)
 	// The root is REQUIRED, as parquet-mr and pyarrow write it: Arrow Go's
@@ -242,6 +246,10 @@ func newParquetWriter(w io.Writer, cols []Column) (*parquetWriter, error) {
 func (w *parquetWriter) write(vals []schemas.Value) error {
 	for i, v := range vals {
 		fb := w.b.Field(i)
+		if c := w.cols[i]; c.Type.Composite() {
+			appendComposite(fb, c, v)
+			continue
+		}
 		if v.Type == schemas.Null {
 			fb.AppendNull()
 			continue

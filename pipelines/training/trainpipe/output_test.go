@@ -17,7 +17,7 @@ import (
 // strings annotated UTF8, timestamps as INT64 with the TIMESTAMP(MICROS,
 // UTC) logical type.
 func TestParquetSchema(t *testing.T) {
-	cols := []Column{{"s", schemas.String}, {"i", schemas.Int64}, {"f", schemas.Float64}, {"b", schemas.Bool}, {"t", schemas.Timestamp}}
+	cols := []Column{{Name: "s", Type: schemas.String}, {Name: "i", Type: schemas.Int64}, {Name: "f", Type: schemas.Float64}, {Name: "b", Type: schemas.Bool}, {Name: "t", Type: schemas.Timestamp}}
 	var buf bytes.Buffer
 	w, err := newParquetWriter(&buf, cols)
 	if err != nil {

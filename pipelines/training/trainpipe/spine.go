@@ -73,6 +73,12 @@ func FormatOf(path string) (Format, error) {
 type Column struct {
 	Name string       `json:"name"`
 	Type schemas.Type `json:"type"`
+	// Elem is the element type of a List or Counts column (last_k,
+	// first_k, top_k): the feature's field type.
+	Elem schemas.Type `json:"elem,omitempty"`
+	// Keys are the percentile names of a Quantiles column
+	// (approx_percentile), in the definition's order.
+	Keys []string `json:"keys,omitempty"`
 }
 
 // Spine is what the launcher learns from reading the spine once: its
@@ -536,6 +542,8 @@ func coerce(v schemas.Value, t schemas.Type) (schemas.Value, error) {
 // textOf formats a value the way CSV output writes it.
 func textOf(v schemas.Value) string {
 	switch v.Type {
+	case schemas.List, schemas.Counts, schemas.Quantiles, schemas.Histogram:
+		return compositeText(v)
 	case schemas.Null:
 		return ""
 	case schemas.String:
@@ -556,6 +564,8 @@ func textOf(v schemas.Value) string {
 // appendJSON appends v as a JSON value (NaN and infinities as null).
 func appendJSON(b []byte, v schemas.Value) []byte {
 	switch v.Type {
+	case schemas.List, schemas.Counts, schemas.Quantiles, schemas.Histogram:
+		return schemas.AppendCompositeJSON(b, v, appendJSON)
 	case schemas.Null:
 		return append(b, "null"...)
 	case schemas.String:

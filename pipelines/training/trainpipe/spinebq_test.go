@@ -100,8 +100,8 @@ func TestBigQuerySpine(t *testing.T) {
 	})
 
 	wantCols := []Column{
-		{"label", schemas.Int64}, {"account", schemas.String}, {"weight", schemas.Float64}, {"when", schemas.Timestamp},
-		{"fraud", schemas.Bool}, {"fee", schemas.String}, {"note", schemas.String},
+		{Name: "label", Type: schemas.Int64}, {Name: "account", Type: schemas.String}, {Name: "weight", Type: schemas.Float64}, {Name: "when", Type: schemas.Timestamp},
+		{Name: "fraud", Type: schemas.Bool}, {Name: "fee", Type: schemas.String}, {Name: "note", Type: schemas.String},
 	}
 	for _, tc := range []struct {
 		name   string

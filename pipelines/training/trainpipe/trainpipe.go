@@ -208,7 +208,11 @@ func (cfg *Config) Columns() []Column {
 	cols := slices.Clone(cfg.Spine.Columns)
 	for _, r := range cfg.Requests {
 		for _, o := range r.feats {
-			cols = append(cols, Column{Name: schemas.FeatureColumn(r.Set.Name, r.Set.OutputName(o)), Type: r.Set.OutputType(o)})
+			if o >= len(r.Set.Features) {
+				cols = append(cols, Column{Name: schemas.FeatureColumn(r.Set.Name, r.Set.OutputName(o)), Type: r.Set.OutputType(o)})
+				continue
+			}
+			cols = append(cols, featureColumn(r.Set.Name, r.Set.Features[o]))
 		}
 	}
 	return cols
