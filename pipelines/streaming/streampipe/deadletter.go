@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem"
@@ -43,11 +44,10 @@ func (d *deadLetters) Write(ctx context.Context, letters []transforms.DeadLetter
 			return fmt.Errorf("dead-letter directory: %w", err)
 		}
 	}
-	fs, err := filesystem.New(ctx, name)
+	fs, err := sharedFilesystem(name)
 	if err != nil {
 		return fmt.Errorf("dead-letter file %s: %w", name, err)
 	}
-	defer fs.Close()
 	w, err := fs.OpenWrite(ctx, name)
 	if err != nil {
 		return fmt.Errorf("create dead-letter file %s: %w", name, err)
@@ -71,6 +71,40 @@ func (d *deadLetters) Write(ctx context.Context, letters []transforms.DeadLetter
 		return fmt.Errorf("close dead-letter file %s: %w", name, err)
 	}
 	return nil
+}
+
+// filesystems are the dead-letter file systems of this process, one per
+// scheme (gs, or the local default), made on first use and never closed: a
+// GCS client is safe for concurrent use, and making one per write (a new
+// HTTP transport and credentials lookup each time) was most of a dead
+// letter's cost.
+var filesystems struct {
+	sync.Mutex
+	byScheme map[string]filesystem.Interface
+}
+
+// sharedFilesystem returns this process's file system for name's scheme.
+// It is made with a background context, as it outlives the bundle that
+// asks for it first.
+func sharedFilesystem(name string) (filesystem.Interface, error) {
+	scheme := "default"
+	if i := strings.Index(name, "://"); i > 0 {
+		scheme = name[:i]
+	}
+	filesystems.Lock()
+	defer filesystems.Unlock()
+	if fs, ok := filesystems.byScheme[scheme]; ok {
+		return fs, nil
+	}
+	fs, err := filesystem.New(context.Background(), name)
+	if err != nil {
+		return nil, err
+	}
+	if filesystems.byScheme == nil {
+		filesystems.byScheme = map[string]filesystem.Interface{}
+	}
+	filesystems.byScheme[scheme] = fs
+	return fs, nil
 }
 
 func writeLetters(w interface{ Write([]byte) (int, error) }, letters []transforms.DeadLetter) error {
