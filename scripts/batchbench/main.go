@@ -45,7 +45,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"cloud.google.com/go/bigtable"
@@ -62,6 +61,7 @@ import (
 	"github.com/tandem-fp/tandem/schemas"
 	"github.com/tandem-fp/tandem/schemas/bigtablestore"
 	"github.com/tandem-fp/tandem/schemas/sample"
+	"github.com/tandem-fp/tandem/scripts/internal/procstat"
 	"github.com/tandem-fp/tandem/transforms"
 	"github.com/tandem-fp/tandem/transforms/bigtablewrite"
 )
@@ -250,11 +250,11 @@ func best(old, cur *phase) *phase {
 
 // measure runs f and returns its wall and CPU time and peak RSS.
 func measure(f func() error) (*phase, error) {
-	resetPeak()
-	cpu0 := cpuTime()
+	procstat.ResetPeak()
+	cpu0 := procstat.CPUTime()
 	t := time.Now()
 	err := f()
-	return &phase{wall: time.Since(t), cpu: cpuTime() - cpu0, rss: peakRSS()}, err
+	return &phase{wall: time.Since(t), cpu: procstat.CPUTime() - cpu0, rss: procstat.PeakRSS()}, err
 }
 
 // runBatch runs phase (a).
@@ -566,37 +566,6 @@ func (s *recvStream) RecvMsg(m any) error {
 		}
 	}
 	return err
-}
-
-// cpuTime is the user and system CPU time of the process so far.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// resetPeak resets the process's peak RSS (VmHWM) to its current RSS.
-func resetPeak() {
-	runtime.GC()
-	debug.FreeOSMemory()
-	_ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) // Linux ≥ 4.0; without it the peak is the process's
-}
-
-// peakRSS returns VmHWM from /proc/self/status, in bytes.
-func peakRSS() int64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
 }
 
 func mb(b int64) string { return fmt.Sprintf("%.0f MB", float64(b)/(1<<20)) }

@@ -38,9 +38,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
-	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -52,6 +50,7 @@ import (
 	"github.com/tandem-fp/tandem/pipelines/training/trainpipe"
 	"github.com/tandem-fp/tandem/schemas"
 	"github.com/tandem-fp/tandem/schemas/sample"
+	"github.com/tandem-fp/tandem/scripts/internal/procstat"
 	"github.com/tandem-fp/tandem/transforms"
 )
 
@@ -304,11 +303,11 @@ func fastest(old, cur *phase) *phase {
 
 // measure runs f and returns its wall and CPU time and peak RSS.
 func measure(f func() (int64, error)) (*phase, error) {
-	resetPeak()
-	cpu0 := cpuTime()
+	procstat.ResetPeak()
+	cpu0 := procstat.CPUTime()
 	t := time.Now()
 	rows, err := f()
-	return &phase{rows: rows, wall: time.Since(t), cpu: cpuTime() - cpu0, rss: peakRSS()}, err
+	return &phase{rows: rows, wall: time.Since(t), cpu: procstat.CPUTime() - cpu0, rss: procstat.PeakRSS()}, err
 }
 
 func verdict(ok bool) string {
@@ -319,33 +318,3 @@ func verdict(ok bool) string {
 }
 
 func mb(b int64) string { return fmt.Sprintf("%d MB", b>>20) }
-
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// resetPeak resets the process's peak RSS (VmHWM) to its current RSS.
-func resetPeak() {
-	runtime.GC()
-	debug.FreeOSMemory()
-	_ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) // Linux ≥ 4.0
-}
-
-// peakRSS returns VmHWM from /proc/self/status, in bytes.
-func peakRSS() int64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
-}
