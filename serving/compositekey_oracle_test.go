@@ -12,6 +12,7 @@ import (
 
 	"github.com/tandem-fp/tandem/schemas"
 	"github.com/tandem-fp/tandem/schemas/schemastest"
+	"github.com/tandem-fp/tandem/schemas/schemastest/brute"
 )
 
 // pairsYAML is a feature set with a composite key of three parts (user,
@@ -161,17 +162,20 @@ features:
 			}
 			checked++
 			want, ok := bruteForce(f, evs, exact, pairKeep(pairs, name))
-			switch {
-			case !ok:
+			if !ok {
 				if o["value"] != nil || o["status"] != "NOT_FOUND" {
 					t.Errorf("%s: %v %s at %s = %v, want null NOT_FOUND", where, p, name, rfc(at), o)
 				}
-			case !sameValue(want, o["value"]):
-				t.Errorf("%s: %v %s at %s (exact at %s) = %v, want %v", where, p, name, rfc(at), rfc(exact), o["value"], want)
-			default:
-				if want.AsFloat() != 0 {
-					nonZero++
-				}
+				continue
+			}
+			got, err := brute.Canon(f, o["value"])
+			if err != nil {
+				t.Fatalf("%s: %v %s at %s: %v", where, p, name, rfc(at), err)
+			}
+			if msg := brute.Agrees(f, got, want); msg != "" {
+				t.Errorf("%s: %v %s at %s (exact at %s): %s", where, p, name, rfc(at), rfc(exact), msg)
+			} else if fmt.Sprint(got) != "0" {
+				nonZero++
 			}
 		}
 	}
@@ -270,8 +274,16 @@ features:
 		vals := cols[c].(map[string]any)["values"].([]any)
 		for i, p := range pairTuples {
 			want, ok := bruteForce(f, eventsOf(p), e.now, nil)
-			if !ok && vals[i] != nil || ok && !sameValue(want, vals[i]) {
-				t.Errorf("Feast: %v %s = %v, want %v (%v)", p, name, vals[i], want, ok)
+			got, err := brute.Canon(f, vals[i])
+			switch {
+			case !ok && vals[i] != nil:
+				t.Errorf("Feast: %v %s = %v, want null", p, name, vals[i])
+			case ok && err != nil:
+				t.Errorf("Feast: %v %s = %v: %v", p, name, vals[i], err)
+			case ok:
+				if msg := brute.Agrees(f, got, want); msg != "" {
+					t.Errorf("Feast: %v %s: %s", p, name, msg)
+				}
 			}
 			checked++
 		}
