@@ -88,6 +88,10 @@ type Config struct {
 	DeadLetter string
 	// BigQuery is how to reach BigQuery, for BigQuery event sources.
 	BigQuery batchpipe.BigQueryConfig
+	// Service, when set, is the feature service the requests are (its
+	// entries, in order, with their features): its own derived features
+	// are written after the features (see derived.go).
+	Service *schemas.Service
 
 	// Spine is what Prepare learned from the spine; Build needs it.
 	Spine *Spine
@@ -199,6 +203,16 @@ func Prepare(ctx context.Context, cfg *Config) error {
 			}
 		}
 	}
+	if cfg.Service != nil {
+		if err := cfg.checkService(); err != nil {
+			return err
+		}
+		for _, c := range cfg.derivedColumns() {
+			if names[c.Name] {
+				return fmt.Errorf("%w: the spine already has a column %q", ErrConfig, c.Name)
+			}
+		}
+	}
 	return nil
 }
 
@@ -215,7 +229,7 @@ func (cfg *Config) Columns() []Column {
 			cols = append(cols, featureColumn(r.Set.Name, r.Set.Features[o]))
 		}
 	}
-	return cols
+	return append(cols, cfg.derivedColumns()...)
 }
 
 // ReadRange is the event-time range [from, to) read for a request: from
@@ -275,7 +289,10 @@ func Build(s beam.Scope, cfg *Config) error {
 		offset += len(r.feats)
 	}
 	if !single {
-		out = joinRows(s.Scope("Join"), len(cols), rows, beam.Flatten(s, perSet...))
+		out = joinRows(s.Scope("Join"), len(cols)-len(cfg.derivedColumns()), rows, beam.Flatten(s, perSet...))
+	}
+	if len(cfg.derivedColumns()) > 0 {
+		out = deriveRows(s, cfg, out)
 	}
 	written := writeRows(s.Scope("Write"), cfg.Output, cols, out)
 	deadWritten := batchpipe.WriteDeadLetters(s.Scope("DeadLetters"), "training", cfg.DeadLetter+".jsonl", beam.Flatten(s, dead...))
