@@ -57,7 +57,7 @@ func TestServiceDerivedColumns(t *testing.T) {
 		if e.Set == users {
 			src = usersPath
 		}
-		reqs = append(reqs, Request{Set: e.Set, Key: e.Key, Features: e.FeatureNames(), Source: schemas.BatchSource{Files: src}})
+		reqs = append(reqs, Request{Set: e.Set, Keys: e.Keys, Features: e.FeatureNames(), Source: schemas.BatchSource{Files: src}})
 	}
 	cfg := &Config{Requests: reqs, Service: svc, SpineGlob: spinePath,
 		Output: Output{Path: filepath.Join(dir, "out.parquet")}, DeadLetter: filepath.Join(dir, "dead")}
@@ -113,7 +113,7 @@ derived:
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg = &Config{Requests: []Request{{Set: acct, Key: "account", Features: one.Entries[0].FeatureNames(), Source: schemas.BatchSource{Files: acctPath}}},
+	cfg = &Config{Requests: []Request{{Set: acct, Keys: []string{"account"}, Features: one.Entries[0].FeatureNames(), Source: schemas.BatchSource{Files: acctPath}}},
 		Service: one, SpineGlob: spinePath, Output: Output{Path: filepath.Join(dir, "one.jsonl")}, DeadLetter: filepath.Join(dir, "dead1")}
 	values = 0
 	for _, row := range runTraining(t, cfg) {
