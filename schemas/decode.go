@@ -299,21 +299,27 @@ func parseInt64(b []byte) (int64, bool) {
 // event checks the entity key and event time of values and returns the
 // event.
 func (fs *FeatureSet) event(values []Value) (Event, error) {
-	kf := fs.Fields[fs.keyIdx]
 	var key string
-	switch k := values[fs.keyIdx]; k.Type {
-	case String:
-		key = k.Str
-		if key == "" {
-			return Event{}, &EventError{Field: kf.Name, Reason: fmt.Sprintf("empty entity key %q", kf.Name)}
+	if len(fs.keyIdx) == 1 {
+		k, err := fs.keyPart(values, 0)
+		if err != nil {
+			return Event{}, err
 		}
+		key = k
+	} else {
+		var buf [MaxKeyParts]string
+		parts := buf[:len(fs.keyIdx)]
+		for i := range parts {
+			k, err := fs.keyPart(values, i)
+			if err != nil {
+				return Event{}, err
+			}
+			parts[i] = k
+		}
+		key = EntityKey(parts...)
 		if len(key) > MaxKeyLen {
-			return Event{}, &EventError{Field: kf.Name, Reason: fmt.Sprintf("entity key %q is longer than %d bytes", kf.Name, MaxKeyLen)}
+			return Event{}, &EventError{Field: fs.Entity.Keys[0], Reason: fmt.Sprintf("entity key %s is longer than %d bytes", fs.Entity.KeyName(), MaxKeyLen)}
 		}
-	case Int64:
-		key = strconv.FormatInt(k.Int, 10)
-	default:
-		return Event{}, &EventError{Field: kf.Name, Reason: fmt.Sprintf("missing entity key %q", kf.Name)}
 	}
 	t := values[fs.timeIdx]
 	if t.Type != Timestamp {
@@ -321,6 +327,31 @@ func (fs *FeatureSet) event(values []Value) (Event, error) {
 		return Event{}, &EventError{Field: name, Reason: fmt.Sprintf("missing event time %q", name)}
 	}
 	return Event{Key: key, Time: t.Int, Values: values}, nil
+}
+
+// keyPart checks entity key part i of values and returns its text: a
+// non-empty string of at most MaxKeyLen bytes, or an int64 in decimal. The
+// error names the part ("missing entity key part "merchant"" for a
+// composite key).
+func (fs *FeatureSet) keyPart(values []Value, i int) (string, error) {
+	kf := fs.Fields[fs.keyIdx[i]]
+	what := "entity key"
+	if len(fs.keyIdx) > 1 {
+		what = "entity key part"
+	}
+	switch k := values[fs.keyIdx[i]]; k.Type {
+	case String:
+		if k.Str == "" {
+			return "", &EventError{Field: kf.Name, Reason: fmt.Sprintf("empty %s %q", what, kf.Name)}
+		}
+		if len(k.Str) > MaxKeyLen {
+			return "", &EventError{Field: kf.Name, Reason: fmt.Sprintf("%s %q is longer than %d bytes", what, kf.Name, MaxKeyLen)}
+		}
+		return k.Str, nil
+	case Int64:
+		return strconv.FormatInt(k.Int, 10), nil
+	}
+	return "", &EventError{Field: kf.Name, Reason: fmt.Sprintf("missing %s %q", what, kf.Name)}
 }
 
 func fieldError(f Field, reason string) error {

@@ -73,6 +73,50 @@ func opList() string {
 	return strings.Join(s, ", ")
 }
 
+// entityKey parses entity.key at n: one field name, or a list of 2 to
+// MaxKeyParts distinct ones (a composite key), each a declared string or
+// int64 field. It returns the names read, even after reporting a problem.
+func (p *defParser) entityKey(n ast.Node, ref func(ast.Node, string, string) (Type, bool)) []string {
+	check := func(n ast.Node, field, s string) {
+		if t, ok := ref(n, field, s); ok && t != String && t != Int64 {
+			p.errorf(n, field, "field %q has type %s; an entity key must be string or int64", s, t)
+		}
+	}
+	seq, isList := p.resolve(n).(*ast.SequenceNode)
+	if !isList {
+		s, ok := p.scalar(n, "entity.key")
+		if !ok {
+			return nil
+		}
+		check(n, "entity.key", s)
+		return []string{s}
+	}
+	switch l := len(seq.Values); {
+	case l == 0:
+		p.errorf(n, "entity.key", "list at least one key field")
+		return nil
+	case l > MaxKeyParts:
+		p.errorf(n, "entity.key", "%d key fields, more than the %d a composite key may have", l, MaxKeyParts)
+	}
+	var keys []string
+	first := make(map[string]int, len(seq.Values))
+	for i, item := range seq.Values {
+		field := fmt.Sprintf("entity.key[%d]", i)
+		s, ok := p.scalar(item, field)
+		if !ok {
+			continue
+		}
+		if line, dup := first[s]; dup {
+			p.errorf(item, field, "field %q is listed twice (first at line %d)", s, line)
+			continue
+		}
+		first[s] = nodeLine(item)
+		check(item, field, s)
+		keys = append(keys, s)
+	}
+	return keys
+}
+
 // parse builds the FeatureSet defined by data, or returns nil after
 // recording errors.
 func (p *defParser) parse(data []byte) *FeatureSet {
@@ -146,12 +190,7 @@ func (p *defParser) parse(data []byte) *FeatureSet {
 				}
 			}
 			if k, ok := p.required(m, e.value, "entity", "key"); ok {
-				if s, ok := p.scalar(k.value, "entity.key"); ok {
-					fs.Entity.Key = s
-					if t, ok := ref(k.value, "entity.key", s); ok && t != String && t != Int64 {
-						p.errorf(k.value, "entity.key", "field %q has type %s; an entity key must be string or int64", s, t)
-					}
-				}
+				fs.Entity.Keys = p.entityKey(k.value, ref)
 			}
 		}
 	}

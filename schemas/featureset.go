@@ -34,18 +34,22 @@ type FeatureSet struct {
 	// File is the path the definition was loaded from ("" if parsed from bytes).
 	File string `json:"-"`
 
-	nameLine     int // line of the name in File, for LoadAll's duplicate check
-	keyIdx       int // KeyIndex
-	timeIdx      int // TimeIndex
+	nameLine     int   // line of the name in File, for LoadAll's duplicate check
+	keyIdx       []int // KeyIndexes
+	timeIdx      int   // TimeIndex
 	fieldIndex   map[string]int
 	featureIndex map[string]int
 }
 
-// Entity names the entity a feature set describes and the event field that
-// holds its key.
+// Entity names the entity a feature set describes and the event fields
+// that hold its key: one (entity.key: card_id) or, for a composite key,
+// several (entity.key: [user_id, merchant]), each a string or int64 field.
+// See EntityKey for how the parts make a row key.
 type Entity struct {
-	Name string `json:"name"`
-	Key  string `json:"key"`
+	Name string
+	// Keys are the key fields, in the order listed; one for a single key,
+	// 2 to MaxKeyParts for a composite key.
+	Keys []string
 }
 
 // Field is one declared event field.
@@ -152,9 +156,6 @@ func (fs *FeatureSet) Feature(name string) (Feature, bool) {
 	return fs.Features[i], true
 }
 
-// KeyIndex is the position of the entity key field in Fields.
-func (fs *FeatureSet) KeyIndex() int { return fs.fieldIndex[fs.Entity.Key] }
-
 // TimeIndex is the position of the event-time field in Fields.
 func (fs *FeatureSet) TimeIndex() int { return fs.fieldIndex[fs.EventTime] }
 
@@ -225,7 +226,10 @@ func (fs *FeatureSet) index() {
 	for i, f := range fs.Fields {
 		fs.fieldIndex[f.Name] = i
 	}
-	fs.keyIdx = fs.fieldIndex[fs.Entity.Key]
+	fs.keyIdx = make([]int, len(fs.Entity.Keys))
+	for i, k := range fs.Entity.Keys {
+		fs.keyIdx[i] = fs.fieldIndex[k]
+	}
 	fs.timeIdx = fs.fieldIndex[fs.EventTime]
 	fs.featureIndex = make(map[string]int, len(fs.Features))
 	for i := range fs.Features {

@@ -143,8 +143,10 @@ func (fs *FeatureSet) UnmarshalJSON(data []byte) error {
 			return fmt.Errorf("schemas: derived feature %s.%s: %w", j.Name, d.Name, err)
 		}
 	}
-	if _, ok := out.fieldIndex[out.Entity.Key]; !ok {
-		return fmt.Errorf("schemas: feature set %q: entity key %q is not a field", j.Name, out.Entity.Key)
+	for _, k := range out.Entity.Keys {
+		if _, ok := out.fieldIndex[k]; !ok {
+			return fmt.Errorf("schemas: feature set %q: entity key %q is not a field", j.Name, k)
+		}
 	}
 	if _, ok := out.fieldIndex[out.EventTime]; !ok {
 		return fmt.Errorf("schemas: feature set %q: event_time %q is not a field", j.Name, out.EventTime)

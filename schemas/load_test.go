@@ -41,7 +41,7 @@ func TestParseValid(t *testing.T) {
 	}
 	want := &FeatureSet{
 		Name:      "card_activity",
-		Entity:    Entity{Name: "card", Key: "card_id"},
+		Entity:    Entity{Name: "card", Keys: []string{"card_id"}},
 		EventTime: "ts",
 		Fields: []Field{
 			{"card_id", String}, {"merchant", String}, {"amount", Float64}, {"approved", Bool}, {"ts", Timestamp},
@@ -63,8 +63,8 @@ func TestParseValid(t *testing.T) {
 	if diff := cmp.Diff(want, fs, cmpopts.IgnoreUnexported(FeatureSet{})); diff != "" {
 		t.Errorf("Parse(validYAML) mismatch (-want +got):\n%s", diff)
 	}
-	if got := fs.KeyIndex(); got != 0 {
-		t.Errorf("KeyIndex() = %d, want 0", got)
+	if got := fs.KeyIndexes(); !cmp.Equal(got, []int{0}) {
+		t.Errorf("KeyIndexes() = %v, want [0]", got)
 	}
 	if got := fs.TimeIndex(); got != 4 {
 		t.Errorf("TimeIndex() = %d, want 4", got)

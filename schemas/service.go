@@ -43,9 +43,11 @@ type Service struct {
 // ServiceEntry is the part of a service that one feature set provides.
 type ServiceEntry struct {
 	Set *FeatureSet
-	// Key is the request or spine column that holds the set's entity key:
-	// YAML key `key`, by default the name of the set's entity key field.
-	Key string
+	// Keys are the request or spine columns that hold the parts of the
+	// set's entity key, in key order (one for a single key): YAML key
+	// `key`, a column name or, for a composite key, a list of one per
+	// part; by default the names of the set's key fields.
+	Keys []string
 	// Features are the stored features used, in the order listed.
 	Features []Feature
 	// Outputs are the output indexes (FeatureSet.Output) of every feature
@@ -53,9 +55,15 @@ type ServiceEntry struct {
 	Outputs []int
 }
 
-// KeyType is the type of the entry's key column: that of the set's entity
-// key field (String or Int64).
-func (e ServiceEntry) KeyType() Type { return e.Set.Fields[e.Set.KeyIndex()].Type }
+// KeyColumns are the entry's key columns (Keys), each with the type of the
+// set's key field it holds (String or Int64).
+func (e ServiceEntry) KeyColumns() []Column {
+	cols := e.Set.KeyColumns()
+	for i := range cols {
+		cols[i].Name = e.Keys[i]
+	}
+	return cols
+}
 
 // FeatureNames returns the names of e's features, in order.
 func (e ServiceEntry) FeatureNames() []string {
@@ -78,8 +86,10 @@ type Column struct {
 func (s *Service) Keys() []Column {
 	var cols []Column
 	for _, e := range s.Entries {
-		if !slices.ContainsFunc(cols, func(c Column) bool { return c.Name == e.Key }) {
-			cols = append(cols, Column{Name: e.Key, Type: e.KeyType()})
+		for _, k := range e.KeyColumns() {
+			if !slices.ContainsFunc(cols, func(c Column) bool { return c.Name == k.Name }) {
+				cols = append(cols, k)
+			}
 		}
 	}
 	return cols
@@ -109,23 +119,32 @@ type serviceJSON struct {
 }
 
 type serviceEntryJSON struct {
-	FeatureSet string   `json:"featureset"`
-	Key        string   `json:"key"`
-	KeyType    string   `json:"key_type"`
-	Features   []string `json:"features"`
+	FeatureSet string      `json:"featureset"`
+	Key        string      `json:"key,omitempty"`
+	KeyType    string      `json:"key_type,omitempty"`
+	Keys       []fieldJSON `json:"keys"`
+	Features   []string    `json:"features"`
 }
 
 // MarshalJSON encodes s as {"name", "description", "keys": [{"name",
-// "type"}], "features": [{"featureset", "key", "key_type", "features"}]}.
+// "type"}], "features": [{"featureset", "key", "key_type", "keys",
+// "features"}]}: each entry's "keys" are its key columns, one per part of
+// the set's entity key; "key" and "key_type" name the one column of a
+// single-key set (omitted for a composite key).
 func (s *Service) MarshalJSON() ([]byte, error) {
 	j := serviceJSON{Name: s.Name, Description: s.Description, Keys: []fieldJSON{}}
 	for _, c := range s.Keys() {
 		j.Keys = append(j.Keys, fieldJSON{Name: c.Name, Type: c.Type.String()})
 	}
 	for _, e := range s.Entries {
-		j.Features = append(j.Features, serviceEntryJSON{
-			FeatureSet: e.Set.Name, Key: e.Key, KeyType: e.KeyType().String(), Features: e.FeatureNames(),
-		})
+		je := serviceEntryJSON{FeatureSet: e.Set.Name, Features: e.FeatureNames()}
+		for _, c := range e.KeyColumns() {
+			je.Keys = append(je.Keys, fieldJSON{Name: c.Name, Type: c.Type.String()})
+		}
+		if len(je.Keys) == 1 {
+			je.Key, je.KeyType = je.Keys[0].Name, je.Keys[0].Type
+		}
+		j.Features = append(j.Features, je)
 	}
 	return json.Marshal(j)
 }
@@ -276,7 +295,7 @@ type serviceParser struct {
 
 // entry parses the entry at n (path field).
 func (p *serviceParser) entry(n ast.Node, field string) (ServiceEntry, bool) {
-	byName, names, setLine, keys := p.byName, p.names, p.setLine, p.keys
+	byName, names, setLine := p.byName, p.names, p.setLine
 	m, ok := p.object(n, field, false, serviceEntryKeys...)
 	if !ok {
 		return ServiceEntry{}, false
@@ -303,43 +322,90 @@ func (p *serviceParser) entry(n ast.Node, field string) (ServiceEntry, bool) {
 		}
 	}
 
-	keyOK := true
-	keyNode := setNode
-	if ke, ok := m["key"]; ok {
-		keyNode = ke.value
-		s, ok := p.scalar(ke.value, field+".key")
-		switch {
-		case !ok:
-			keyOK = false
-		case !isFieldName(s):
-			p.errorf(ke.value, field+".key", "bad column name %q (want a letter or _, then letters, digits or _)", s)
-			keyOK = false
-		default:
-			entry.Key = s
-		}
-	} else if entry.Set != nil {
-		entry.Key = entry.Set.Entity.Key
-	}
-	if entry.Key == reservedColumn && keyOK {
-		p.errorf(keyNode, field+".key", "key column %q is reserved: it names the instant of a serving request; key the set by another column", reservedColumn)
-		keyOK = false
-	}
-	if entry.Set != nil && keyOK {
-		t := entry.KeyType()
-		if prev, seen := keys[entry.Key]; !seen {
-			keys[entry.Key] = keyUse{t: t, set: entry.Set.Name, line: nodeLine(keyNode)}
-		} else if prev.t != t {
-			p.errorf(keyNode, field+".key", "key column %q holds %s keys of feature set %s (entity key %s) here, but %s keys of feature set %s at line %d; key them by separate columns",
-				entry.Key, t, entry.Set.Name, entry.Set.Entity.Key, prev.t, prev.set, prev.line)
-			keyOK = false
-		}
-	}
+	keyOK := p.entryKeys(&entry, m, setNode, field)
 
 	featsOK := false
 	if fe, ok := p.required(m, n, field, "features"); ok {
 		featsOK = p.features(&entry, fe.value, field+".features")
 	}
 	return entry, entry.Set != nil && keyOK && featsOK
+}
+
+// entryKeys parses the key columns of entry (YAML key `key` of m; n is the
+// entry's set node, for errors of a missing key): one column, or a list of
+// one per part of the set's entity key; by default the key field names.
+// Every column keeps one type across the service's entries.
+func (p *serviceParser) entryKeys(entry *ServiceEntry, m map[string]entry, n ast.Node, field string) bool {
+	keyNodes := []ast.Node{}
+	ke, given := m["key"]
+	path := field + ".key"
+	switch {
+	case !given && entry.Set != nil:
+		entry.Keys = slices.Clone(entry.Set.Entity.Keys)
+		for range entry.Keys {
+			keyNodes = append(keyNodes, n)
+		}
+	case !given:
+		return true
+	default:
+		items := []ast.Node{ke.value}
+		if seq, ok := p.resolve(ke.value).(*ast.SequenceNode); ok {
+			items = seq.Values
+		}
+		ok := true
+		for i, item := range items {
+			ipath := path
+			if len(items) > 1 || items[0] != ke.value {
+				ipath = fmt.Sprintf("%s[%d]", path, i)
+			}
+			s, sok := p.scalar(item, ipath)
+			switch {
+			case !sok:
+				ok = false
+			case !isFieldName(s):
+				p.errorf(item, ipath, "bad column name %q (want a letter or _, then letters, digits or _)", s)
+				ok = false
+			case s == reservedColumn:
+				p.errorf(item, ipath, "key column %q is reserved: it names the instant of a serving request; key the set by another column", reservedColumn)
+				ok = false
+			case slices.Contains(entry.Keys, s):
+				p.errorf(item, ipath, "key column %q is listed twice; give one column per key part", s)
+				ok = false
+			default:
+				entry.Keys = append(entry.Keys, s)
+				keyNodes = append(keyNodes, item)
+			}
+		}
+		if !ok {
+			return false
+		}
+		if entry.Set != nil && len(entry.Keys) != len(entry.Set.Entity.Keys) {
+			if len(entry.Set.Entity.Keys) == 1 {
+				p.errorf(ke.value, path, "feature set %s has a single key (%s): give one key column, not %d", entry.Set.Name, entry.Set.Entity.Keys[0], len(entry.Keys))
+			} else {
+				p.errorf(ke.value, path, "feature set %s has a composite key %s: give a list of %d key columns, one per part, in that order", entry.Set.Name, entry.Set.Entity.KeyName(), len(entry.Set.Entity.Keys))
+			}
+			return false
+		}
+	}
+	if entry.Set == nil {
+		return true
+	}
+	if len(entry.Keys) == 1 && entry.Keys[0] == reservedColumn {
+		p.errorf(keyNodes[0], path, "key column %q is reserved: it names the instant of a serving request; key the set by another column", reservedColumn)
+		return false
+	}
+	ok := true
+	for i, col := range entry.KeyColumns() {
+		if prev, seen := p.keys[col.Name]; !seen {
+			p.keys[col.Name] = keyUse{t: col.Type, set: entry.Set.Name, line: nodeLine(keyNodes[i])}
+		} else if prev.t != col.Type {
+			p.errorf(keyNodes[i], path, "key column %q holds %s keys of feature set %s (entity key %s) here, but %s keys of feature set %s at line %d; key them by separate columns",
+				col.Name, col.Type, entry.Set.Name, entry.Set.Entity.Keys[i], prev.t, prev.set, prev.line)
+			ok = false
+		}
+	}
+	return ok
 }
 
 // features parses the feature list at n (path field) of entry.

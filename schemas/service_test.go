@@ -63,13 +63,13 @@ func TestParseServiceValid(t *testing.T) {
 		t.Fatalf("ParseService = %+v", svc)
 	}
 	e0, e1 := svc.Entries[0], svc.Entries[1]
-	if e0.Set != sets[0] || e0.Key != "card_id" || e0.KeyType() != String ||
+	if e0.Set != sets[0] || !cmp.Equal(e0.KeyColumns(), []Column{{"card_id", String}}) ||
 		!cmp.Equal(e0.FeatureNames(), []string{"txn_count_1h", "amount_mean_24h"}) {
-		t.Errorf("entry 0 = %s keyed by %s (%s), features %v", e0.Set.Name, e0.Key, e0.KeyType(), e0.FeatureNames())
+		t.Errorf("entry 0 = %s keyed by %v, features %v", e0.Set.Name, e0.KeyColumns(), e0.FeatureNames())
 	}
-	if e1.Set != sets[1] || e1.Key != "user_id" || e1.KeyType() != Int64 ||
+	if e1.Set != sets[1] || !cmp.Equal(e1.KeyColumns(), []Column{{"user_id", Int64}}) ||
 		!cmp.Equal(e1.FeatureNames(), []string{"views_1h", "last_page"}) {
-		t.Errorf("entry 1 = %s keyed by %s (%s), features %v", e1.Set.Name, e1.Key, e1.KeyType(), e1.FeatureNames())
+		t.Errorf("entry 1 = %s keyed by %v, features %v", e1.Set.Name, e1.KeyColumns(), e1.FeatureNames())
 	}
 	if f := e1.Features[1]; f.Index != 1 || f.Op != OpLast || f.FieldType != String {
 		t.Errorf("last_page = %+v, want the set's own feature (index 1, last over a string)", f)
@@ -86,8 +86,8 @@ func TestParseServiceValid(t *testing.T) {
 	}
 	const want = `{"name":"fraud_model","description":"scores a card transaction",` +
 		`"keys":[{"name":"card_id","type":"string"},{"name":"user_id","type":"int64"}],` +
-		`"features":[{"featureset":"card_activity","key":"card_id","key_type":"string","features":["txn_count_1h","amount_mean_24h"]},` +
-		`{"featureset":"user_sessions","key":"user_id","key_type":"int64","features":["views_1h","last_page"]}]}`
+		`"features":[{"featureset":"card_activity","key":"card_id","key_type":"string","keys":[{"name":"card_id","type":"string"}],"features":["txn_count_1h","amount_mean_24h"]},` +
+		`{"featureset":"user_sessions","key":"user_id","key_type":"int64","keys":[{"name":"user_id","type":"int64"}],"features":["views_1h","last_page"]}]}`
 	if string(b) != want {
 		t.Errorf("MarshalJSON = %s\nwant %s", b, want)
 	}
@@ -115,8 +115,8 @@ features:
 	if diff := cmp.Diff([]Column{{"card_id", String}, {"viewer", Int64}}, svc.Keys()); diff != "" {
 		t.Errorf("Keys() mismatch (-want +got):\n%s", diff)
 	}
-	if svc.Entries[0].Key != "card_id" {
-		t.Errorf("default key = %q, want the entity key field card_id", svc.Entries[0].Key)
+	if k := svc.Entries[0].Keys; !cmp.Equal(k, []string{"card_id"}) {
+		t.Errorf("default key = %q, want the entity key field card_id", k)
 	}
 }
 

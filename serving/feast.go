@@ -229,20 +229,18 @@ func (s *Server) refService(r *http.Request, refs []string) (*serviceState, erro
 			if err != nil {
 				return nil, err
 			}
-			col := schemas.Column{Name: st.fs.Entity.Key, Type: keyType(st.fs)}
-			k := 0
-			for k < len(ss.keys) && ss.keys[k].Name != col.Name {
-				k++
-			}
-			if k == len(ss.keys) {
-				ss.keys = append(ss.keys, col)
-			} else if ss.keys[k].Type != col.Type {
-				return nil, badInput(ErrBadRequest, "entity column %s keys feature sets with %s and %s keys (%s and %s); request them separately",
-					col.Name, ss.keys[k].Type, col.Type, ss.keyUse(k), set)
+			part := servicePart{st: st}
+			for _, col := range st.fs.KeyColumns() {
+				k, ok := keyIndex(&ss.keys, col)
+				if !ok {
+					return nil, badInput(ErrBadRequest, "entity column %s keys feature sets with %s and %s keys (%s and %s); request them separately",
+						col.Name, ss.keys[k].Type, col.Type, ss.keyUse(k), set)
+				}
+				part.keys = append(part.keys, k)
 			}
 			pi = len(ss.parts)
 			partOf[set] = pi
-			ss.parts = append(ss.parts, servicePart{st: st, key: k})
+			ss.parts = append(ss.parts, part)
 			names = append(names, nil)
 		}
 		order = append(order, ref{pi, len(names[pi])})

@@ -2,8 +2,11 @@ package serving
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -101,11 +104,16 @@ func (s *Server) getFeatureSet(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// getFeatures serves GET /v1/features/{featureset}/{entity}.
+// getFeatures serves GET /v1/features/{featureset}/{entity}: one entity of
+// a single-key set, its key in the path.
 func (s *Server) getFeatures(w http.ResponseWriter, r *http.Request) error {
 	st, err := s.featureSet(r, r.PathValue("featureset"))
 	if err != nil {
 		return err
+	}
+	if st.fs.CompositeKey() {
+		return badInput(ErrBadRequest, "feature set %s has a composite key %s: give its parts as query parameters, GET /v1/features/%s?%s",
+			st.fs.Name, st.fs.Entity.KeyName(), st.fs.Name, keyQueryExample(st.fs))
 	}
 	entity := r.PathValue("entity")
 	if err := checkEntity(entity, "entity"); err != nil {
@@ -115,6 +123,103 @@ func (s *Server) getFeatures(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	return s.serveOne(w, r, st, entity, q)
+}
+
+// getFeaturesByKey serves GET /v1/features/{featureset}?KEY=...: one
+// entity, each part of its key (one for a single key) a query parameter
+// named like its key field: ?user_id=7&merchant=Subway.
+func (s *Server) getFeaturesByKey(w http.ResponseWriter, r *http.Request) error {
+	st, err := s.featureSet(r, r.PathValue("featureset"))
+	if err != nil {
+		return err
+	}
+	cols := st.fs.KeyColumns()
+	params := make([]string, 0, len(cols)+2)
+	for _, c := range cols {
+		if c.Name == "features" || c.Name == "at" {
+			return badInput(ErrBadRequest, "feature set %s has a key field named %s, which this endpoint takes as its own parameter; use POST /v1/features/%s", st.fs.Name, c.Name, st.fs.Name)
+		}
+		params = append(params, c.Name)
+	}
+	q, err := parseQuery(r, append(params, "features", "at")...)
+	if err != nil {
+		return err
+	}
+	parts := make([]string, len(cols))
+	for i, c := range cols {
+		text, err := queryOnce(q, c.Name, ErrBadRequest)
+		if err != nil {
+			return err
+		}
+		if _, given := q[c.Name]; !given {
+			return badInput(ErrBadRequest, "missing key %s: give ?%s (%s)", c.Name, keyQueryExample(st.fs), keyPartUse(st.fs, i))
+		}
+		if parts[i], err = entityKey(c, text, c.Name); err != nil {
+			return err
+		}
+	}
+	entity, err := joinKey(st.fs, parts, "entity")
+	if err != nil {
+		return err
+	}
+	return s.serveOne(w, r, st, entity, q)
+}
+
+// keyQueryExample is the query string of a key of fs: user_id=...&merchant=...
+func keyQueryExample(fs *schemas.FeatureSet) string {
+	var b strings.Builder
+	for i, k := range fs.Entity.Keys {
+		if i > 0 {
+			b.WriteByte('&')
+		}
+		b.WriteString(k + "=...")
+	}
+	return b.String()
+}
+
+// keyPartUse names key part i of fs for error messages.
+func keyPartUse(fs *schemas.FeatureSet, i int) string {
+	c := fs.KeyColumns()[i]
+	if len(fs.Entity.Keys) == 1 {
+		return fmt.Sprintf("the %s entity key of feature set %s", c.Type, fs.Name)
+	}
+	return fmt.Sprintf("part %d of %d of the entity key %s of feature set %s, a %s", i+1, len(fs.Entity.Keys), fs.Entity.KeyName(), fs.Name, c.Type)
+}
+
+// joinKey encodes checked key parts as the entity key of fs
+// (schemas.EntityKey), rejecting parts that are too long together.
+func joinKey(fs *schemas.FeatureSet, parts []string, what string) (string, error) {
+	e := schemas.EntityKey(parts...)
+	if len(e) > MaxEntityKeyBytes {
+		return "", badInput(ErrBadRequest, "%s: the parts of entity key %s are %d bytes together (encoded), more than %d", what, fs.Entity.KeyName(), len(e), MaxEntityKeyBytes)
+	}
+	return e, nil
+}
+
+// appendEntity appends an entity key as the API returns it: a string for a
+// single-key set, an object of the key fields for a composite key
+// ({"user_id": 7, "merchant": "Subway"}, int64 parts as numbers).
+func appendEntity(b []byte, fs *schemas.FeatureSet, entity string) []byte {
+	if !fs.CompositeKey() {
+		return appendString(b, entity)
+	}
+	parts, _ := schemas.SplitEntityKey(entity, len(fs.Entity.Keys)) // joined by joinKey
+	b = append(b, '{')
+	for i, c := range fs.KeyColumns() {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, c.Name)
+		b = append(b, ':')
+		b = appendKey(b, c, parts[i])
+	}
+	return append(b, '}')
+}
+
+// serveOne answers a read of one entity of st with the parameters
+// features and at of q.
+func (s *Server) serveOne(w http.ResponseWriter, r *http.Request, st *setState, entity string, q url.Values) error {
 	names := queryList(q, "features")
 	atText, err := queryOnce(q, "at", ErrBadAt)
 	if err != nil {
@@ -146,7 +251,7 @@ func (s *Server) getFeatures(w http.ResponseWriter, r *http.Request) error {
 	b = append(b, `{"featureset":`...)
 	b = appendString(b, st.fs.Name)
 	b = append(b, `,"entity":`...)
-	b = appendString(b, entity)
+	b = appendEntity(b, st.fs, entity)
 	b = append(b, `,"at":`...)
 	b = appendTime(b, at)
 	b = append(b, `,"features":`...)
@@ -163,9 +268,11 @@ func (s *Server) getFeatures(w http.ResponseWriter, r *http.Request) error {
 
 // batchRequest is the body of POST /v1/features/{featureset}.
 type batchRequest struct {
-	Entities []string `json:"entities"`
-	Features []string `json:"features"`
-	At       string   `json:"at"`
+	// Entities are the entity keys (schemas.EntityKey) of "entities", in
+	// request order.
+	Entities []string
+	Features []string
+	At       string
 }
 
 // postFeatures serves POST /v1/features/{featureset}.
@@ -174,26 +281,15 @@ func (s *Server) postFeatures(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	req, err := s.decodeBatch(w, r)
+	req, err := s.decodeBatch(w, r, st.fs)
 	if err != nil {
 		return err
-	}
-	switch {
-	case req.Entities == nil:
-		return badInput(ErrBadRequest, `missing "entities": give a list of entity keys`)
-	case len(req.Entities) == 0:
-		return badInput(ErrBadRequest, `"entities" is empty: give at least one entity key`)
-	case len(req.Entities) > s.cfg.MaxEntities:
-		return badInput(ErrTooManyEntities, "%d entities, more than the %d one request may read; split the request", len(req.Entities), s.cfg.MaxEntities)
 	}
 	// Read each distinct entity once; answer in request order.
 	unique := make([]string, 0, len(req.Entities))
 	pos := make([]int, len(req.Entities))
 	seen := make(map[string]int, len(req.Entities))
 	for i, e := range req.Entities {
-		if err := checkEntity(e, fmt.Sprintf("entities[%d]", i)); err != nil {
-			return err
-		}
 		j, ok := seen[e]
 		if !ok {
 			j = len(unique)
@@ -239,7 +335,7 @@ func (s *Server) postFeatures(w http.ResponseWriter, r *http.Request) error {
 			b = append(b, ',')
 		}
 		b = append(b, `{"entity":`...)
-		b = appendString(b, e)
+		b = appendEntity(b, st.fs, e)
 		b = append(b, `,"features":`...)
 		b = p.appendFeatures(b, res[pos[i]], stale)
 		b = append(b, '}')
@@ -262,16 +358,104 @@ func (s *Server) responseTooLarge(entities int) error {
 
 // decodeBatch decodes a POST body strictly (see decodeObject): one JSON
 // object of at most MaxBodyBytes with the fields of batchRequest only,
-// matched case-sensitively, each at most once.
-func (s *Server) decodeBatch(w http.ResponseWriter, r *http.Request) (batchRequest, error) {
+// matched case-sensitively, each at most once, and 1 to MaxEntities
+// entities, each checked (see entities).
+func (s *Server) decodeBatch(w http.ResponseWriter, r *http.Request, fs *schemas.FeatureSet) (batchRequest, error) {
 	var req batchRequest
 	data, err := readBody(w, r, s.cfg.MaxBodyBytes)
 	if err != nil {
 		return req, err
 	}
+	var raw json.RawMessage
 	err = decodeObject(data, `{"entities": [...], "features": [...], "at": "..."}`,
-		stringsField("entities", &req.Entities), stringsField("features", &req.Features), stringField("at", &req.At))
+		rawField("entities", &raw), stringsField("features", &req.Features), stringField("at", &req.At))
+	if err != nil {
+		return req, err
+	}
+	req.Entities, err = s.entities(fs, raw)
 	return req, err
+}
+
+// entities decodes the "entities" of a POST for set fs: a list of 1 to
+// MaxEntities entity keys, each a string (a single-key set only, the
+// shape before composite keys) or an object holding every key field of
+// fs and nothing else ({"user_id": 7, "merchant": "Subway"}; int64 parts
+// as JSON integers or strings holding one). It returns them as entity
+// keys (schemas.EntityKey).
+func (s *Server) entities(fs *schemas.FeatureSet, raw json.RawMessage) ([]string, error) {
+	shape := `a list of entity keys`
+	if fs.CompositeKey() {
+		shape = fmt.Sprintf(`a list of objects {%s}`, keyObjectExample(fs))
+	}
+	if raw == nil {
+		return nil, badInput(ErrBadRequest, `missing "entities": give %s`, shape)
+	}
+	var items []json.RawMessage
+	if raw[0] != '[' || json.Unmarshal(raw, &items) != nil {
+		return nil, badInput(ErrBadJSON, `field "entities": want %s, got %s`, shape, jsonRawKind(raw))
+	}
+	switch {
+	case len(items) == 0:
+		return nil, badInput(ErrBadRequest, `"entities" is empty: give at least one entity key`)
+	case len(items) > s.cfg.MaxEntities:
+		return nil, badInput(ErrTooManyEntities, "%d entities, more than the %d one request may read; split the request", len(items), s.cfg.MaxEntities)
+	}
+	cols := fs.KeyColumns()
+	out := make([]string, len(items))
+	parts := make([]string, len(cols))
+	for i, item := range items {
+		what := fmt.Sprintf("entities[%d]", i)
+		switch {
+		case item[0] == '"' && !fs.CompositeKey():
+			var e string
+			if err := json.Unmarshal(item, &e); err != nil {
+				return nil, badInput(ErrBadJSON, "%s: malformed string", what)
+			}
+			if err := checkEntity(e, what); err != nil {
+				return nil, err
+			}
+			out[i] = e
+			continue
+		case item[0] != '{':
+			return nil, badInput(ErrBadJSON, `field "entities": want %s, got %s in it`, shape, jsonRawKind(item))
+		}
+		given := make([]bool, len(cols))
+		err := walkObject(item, fmt.Sprintf("%s as {%s}", what, keyObjectExample(fs)), func(name string, v []byte) error {
+			k := slices.IndexFunc(cols, func(c schemas.Column) bool { return c.Name == name })
+			if k < 0 {
+				return badInput(ErrBadRequest, "%s: unknown key field %s (feature set %s is keyed by %s)", what, quoteInput(name), fs.Name, fs.Entity.KeyName())
+			}
+			given[k] = true
+			var err error
+			parts[k], err = jsonEntityKey(cols[k], v, what+"."+name)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		for k, ok := range given {
+			if !ok {
+				return nil, badInput(ErrBadRequest, "%s: missing key field %s (%s)", what, cols[k].Name, keyPartUse(fs, k))
+			}
+		}
+		if out[i], err = joinKey(fs, parts, what); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// keyObjectExample is the JSON object of a key of fs: "user_id": ...,
+// "merchant": ...
+func keyObjectExample(fs *schemas.FeatureSet) string {
+	var b strings.Builder
+	for i, k := range fs.Entity.Keys {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%q: ...", k)
+	}
+	return b.String()
 }
 
 // shapeFor resolves requested feature names, stored or derived (all

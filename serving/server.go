@@ -10,7 +10,8 @@
 //
 //	GET  /v1/featuresets                         the loaded definitions
 //	GET  /v1/featuresets/{name}                  one definition
-//	GET  /v1/features/{featureset}/{entity}      one entity (?features=a,b&at=RFC3339)
+//	GET  /v1/features/{featureset}/{entity}      one entity of a single-key set (?features=a,b&at=RFC3339)
+//	GET  /v1/features/{featureset}?KEY=...       one entity, each key part a parameter (?user_id=7&merchant=Subway)
 //	POST /v1/features/{featureset}               many entities {"entities", "features", "at"}
 //	GET  /healthz, /readyz                       open, without an API key
 //
@@ -315,6 +316,7 @@ func (s *Server) routes() {
 	s.handle("GET /v1/featuresets", true, s.listFeatureSets)
 	s.handle("GET /v1/featuresets/{name}", true, s.getFeatureSet)
 	s.handle("GET /v1/features/{featureset}/{entity}", true, s.getFeatures)
+	s.handle("GET /v1/features/{featureset}", true, s.getFeaturesByKey)
 	s.handle("POST /v1/features/{featureset}", true, s.postFeatures)
 	s.handle("GET /v1/services", true, s.listServices)
 	s.handle("GET /v1/services/{name}", true, s.getService)

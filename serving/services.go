@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,13 +42,52 @@ type serviceState struct {
 
 // servicePart is the part of a service that one feature set provides.
 type servicePart struct {
-	st    *setState
-	key   int // index in keys of the column that holds the set's entity key
+	st *setState
+	// keys are the indexes in serviceState.keys of the columns that hold
+	// the parts of the set's entity key, in key order (one for a single
+	// key).
+	keys  []int
 	shape *readShape
 }
 
-// keyType is the type of a set's entity key field.
-func keyType(fs *schemas.FeatureSet) schemas.Type { return fs.Fields[fs.KeyIndex()].Type }
+// entity is the entity key (schemas.EntityKey) of the part's set in row
+// (key column → key text).
+func (p *servicePart) entity(row []string) string {
+	if len(p.keys) == 1 {
+		return row[p.keys[0]]
+	}
+	var buf [schemas.MaxKeyParts]string
+	parts := buf[:len(p.keys)]
+	for i, k := range p.keys {
+		parts[i] = row[k]
+	}
+	return schemas.EntityKey(parts...)
+}
+
+// keyIndex returns the index in keys of the column named name, adding col
+// when it is not there; ok is false when it is there with another type.
+func keyIndex(keys *[]schemas.Column, col schemas.Column) (int, bool) {
+	for k, c := range *keys {
+		if c.Name == col.Name {
+			return k, c.Type == col.Type
+		}
+	}
+	*keys = append(*keys, col)
+	return len(*keys) - 1, true
+}
+
+// sameKeyTypes reports whether a and b are key columns of the same types.
+func sameKeyTypes(a, b []schemas.Column) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Type != b[i].Type {
+			return false
+		}
+	}
+	return true
+}
 
 // newServiceState resolves svc against the served sets by name: every set
 // it uses must be served, with the features it names and the same key type.
@@ -63,18 +103,19 @@ func (s *Server) newServiceState(svc *schemas.Service) (*serviceState, error) {
 		if !ok {
 			return nil, fmt.Errorf("service %s uses feature set %s, which is not served", svc.Name, e.Set.Name)
 		}
-		if keyType(st.fs) != e.KeyType() {
-			return nil, fmt.Errorf("service %s keys feature set %s by a %s, but the served set's key is %s", svc.Name, e.Set.Name, e.KeyType(), keyType(st.fs))
+		if cols := e.KeyColumns(); !sameKeyTypes(cols, st.fs.KeyColumns()) {
+			return nil, fmt.Errorf("service %s keys feature set %s by %v, but the served set's key is %v", svc.Name, e.Set.Name, cols, st.fs.KeyColumns())
 		}
 		sh, err := st.shapeFor(e.FeatureNames())
 		if err != nil {
 			return nil, fmt.Errorf("service %s: %w", svc.Name, err)
 		}
-		k := 0
-		for k < len(ss.keys) && ss.keys[k].Name != e.Key {
-			k++
+		part := servicePart{st: st, shape: sh}
+		for _, col := range e.KeyColumns() {
+			k, _ := keyIndex(&ss.keys, col) // svc.Keys() has them all, typed alike
+			part.keys = append(part.keys, k)
 		}
-		ss.parts = append(ss.parts, servicePart{st: st, key: k, shape: sh})
+		ss.parts = append(ss.parts, part)
 	}
 	return ss, nil
 }
@@ -234,7 +275,11 @@ func (s *Server) readService(ctx context.Context, ss *serviceState, rows [][]str
 		rd.pos[i] = make([]int, len(rows))
 		seen := make(map[string]int, len(rows))
 		for r, row := range rows {
-			e := row[p.key]
+			e := p.entity(row)
+			if len(e) > schemas.MaxKeyLen {
+				return nil, badInput(ErrBadRequest, "row %d: the parts of the entity key of feature set %s are %d bytes together (encoded), more than the %d a key may have",
+					r, p.st.fs.Name, len(e), schemas.MaxKeyLen)
+			}
 			j, ok := seen[e]
 			if !ok {
 				j = len(entities[i])
@@ -340,10 +385,15 @@ func (s *Server) getService(w http.ResponseWriter, r *http.Request) error {
 // keyUse names the sets a key column keys, for error messages.
 func (ss *serviceState) keyUse(k int) string {
 	var sets []string
+	part := false
 	for _, p := range ss.parts {
-		if p.key == k {
+		if i := slices.Index(p.keys, k); i >= 0 {
 			sets = append(sets, p.st.fs.Name)
+			part = part || len(p.keys) > 1
 		}
+	}
+	if part {
+		return fmt.Sprintf("a %s part of the entity key of feature set %s", ss.keys[k].Type, strings.Join(sets, " and "))
 	}
 	return fmt.Sprintf("the %s entity key of feature set %s", ss.keys[k].Type, strings.Join(sets, " and "))
 }

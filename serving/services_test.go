@@ -254,8 +254,8 @@ func TestServiceList(t *testing.T) {
 		"name": "fraud",
 		"keys": []any{map[string]any{"name": "card_id", "type": "string"}, map[string]any{"name": "user_id", "type": "int64"}},
 		"features": []any{
-			map[string]any{"featureset": "cards", "key": "card_id", "key_type": "string", "features": []any{"amount_mean_24h", "txn_count_1h", "last_merchant", "merchants_7d"}},
-			map[string]any{"featureset": "users", "key": "user_id", "key_type": "int64", "features": []any{"views_1h"}},
+			map[string]any{"featureset": "cards", "key": "card_id", "key_type": "string", "keys": []any{map[string]any{"name": "card_id", "type": "string"}}, "features": []any{"amount_mean_24h", "txn_count_1h", "last_merchant", "merchants_7d"}},
+			map[string]any{"featureset": "users", "key": "user_id", "key_type": "int64", "keys": []any{map[string]any{"name": "user_id", "type": "int64"}}, "features": []any{"views_1h"}},
 		},
 	}}}
 	if diff := cmp.Diff(want, r.body); diff != "" {

@@ -137,7 +137,7 @@ var (
 
 func init() {
 	flag.Var(&sources, "source", "SET=files:GLOB or SET=bq:PROJECT.DATASET.TABLE: read feature set SET's events from there instead of its sources.batch; repeat for several sets")
-	flag.Var(&featureSets, "featureset", "path of a feature-set definition (YAML); repeat for several sets, each keyed by the spine column named like its entity key field; with --service, the sets the service may use (default: the YAML files of the directory above the service's)")
+	flag.Var(&featureSets, "featureset", "path of a feature-set definition (YAML); repeat for several sets, each keyed by the spine columns named like its entity key fields; with --service, the sets the service may use (default: the YAML files of the directory above the service's)")
 }
 
 func main() {
@@ -164,7 +164,7 @@ func requests() ([]trainpipe.Request, error) {
 			return nil, err
 		}
 		for _, e := range svc.Entries {
-			reqs = append(reqs, trainpipe.Request{Set: e.Set, Key: e.Key, Features: e.FeatureNames()})
+			reqs = append(reqs, trainpipe.Request{Set: e.Set, Keys: e.Keys, Features: e.FeatureNames()})
 		}
 		return reqs, nil
 	}

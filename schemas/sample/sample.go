@@ -20,6 +20,7 @@ import (
 	"math"
 	"math/bits"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -44,6 +45,10 @@ func Entities(n int) int { return min(max(n/20, 1), 100_000) }
 // [start, end) (with jitter), in event-time order, from Entities(n)
 // entities. String entity keys look like c_1001 (the entity name's initial,
 // an underscore, a number from 1001); int64 keys are numbers from 100001.
+// Of a composite key (user_id, merchant), the first part is the entity
+// drawn so; the others are made like other fields of their name and type
+// (each user preferring a few merchants), never null, so the pairs repeat
+// as they do in real data.
 //
 // The events share one backing array of values, so 1M events cost a few
 // allocations; the string values come from fixed pools (session ids are
@@ -65,7 +70,11 @@ func Events(fs *schemas.FeatureSet, seed uint64, n int, start, end time.Time) []
 		ent := g.entity(t)
 		vals := backing[i*nf : (i+1)*nf : (i+1)*nf]
 		g.fill(vals, ent, t)
-		events[i] = schemas.Event{Key: g.keys[ent], Time: t, Values: vals}
+		key := g.keys[ent]
+		if fs.CompositeKey() {
+			key = g.compositeKey(fs, vals)
+		}
+		events[i] = schemas.Event{Key: key, Time: t, Values: vals}
 	}
 	// Jitter can swap neighbours; keep event-time order.
 	if !sort.SliceIsSorted(events, func(i, j int) bool { return events[i].Time < events[j].Time }) {
@@ -119,11 +128,12 @@ const (
 )
 
 type fieldGen struct {
-	kind kind
-	p    float64 // kindBool: P(true); kindPick: P(an entity's preferred value)
-	pool []string
-	dist *zipf
-	pref int // kindPick: how many preferred values an entity has
+	kind    kind
+	notNull bool    // a part of a composite key after the first
+	p       float64 // kindBool: P(true); kindPick: P(an entity's preferred value)
+	pool    []string
+	dist    *zipf
+	pref    int // kindPick: how many preferred values an entity has
 }
 
 type generator struct {
@@ -154,7 +164,8 @@ func newGenerator(fs *schemas.FeatureSet, seed uint64, n int) *generator {
 	g.keys = make([]string, k)
 	g.keyVals = make([]schemas.Value, k)
 	g.scale = make([]float64, k)
-	keyType := fs.Fields[fs.KeyIndex()].Type
+	keyIdx := fs.KeyIndexes()
+	keyType := fs.Fields[keyIdx[0]].Type
 	prefix := "e_"
 	if fs.Entity.Name != "" {
 		prefix = fs.Entity.Name[:1] + "_"
@@ -173,12 +184,13 @@ func newGenerator(fs *schemas.FeatureSet, seed uint64, n int) *generator {
 	for i, f := range fs.Fields {
 		var fg fieldGen
 		switch {
-		case i == fs.KeyIndex():
+		case i == keyIdx[0]:
 			fg.kind = kindKey
 		case i == fs.TimeIndex():
 			fg.kind = kindTime
 		default:
 			fg = fieldFor(f)
+			fg.notNull = slices.Contains(keyIdx, i)
 		}
 		g.fields = append(g.fields, fg)
 		if fg.kind == kindSession && g.sessionID == nil {
@@ -279,7 +291,7 @@ func (g *generator) fill(vals []schemas.Value, ent int, t int64) {
 			vals[i] = schemas.Value{Type: schemas.Timestamp, Int: t}
 			continue
 		}
-		if g.u01() < NullRate {
+		if g.u01() < NullRate && !f.notNull {
 			vals[i] = schemas.Value{}
 			continue
 		}
@@ -327,6 +339,17 @@ func (g *generator) fill(vals []schemas.Value, ent int, t int64) {
 			vals[i] = schemas.BoolValue(g.u01() < f.p)
 		}
 	}
+}
+
+// compositeKey is the entity key of an event of a composite-key set.
+func (g *generator) compositeKey(fs *schemas.FeatureSet, vals []schemas.Value) string {
+	var buf [schemas.MaxKeyParts]string
+	parts := buf[:0]
+	for _, k := range fs.KeyIndexes() {
+		p, _ := schemas.KeyPart(vals[k])
+		parts = append(parts, p)
+	}
+	return schemas.EntityKey(parts...)
 }
 
 // entity picks the entity of the next event, at time t: half the time one

@@ -127,7 +127,7 @@ func run(def string, rate float64, duration, probeEvery, poll time.Duration) err
 			e := pool[probes%len(pool)]
 			e.Key = key
 			vals := append([]schemas.Value(nil), e.Values...)
-			vals[set.KeyIndex()] = schemas.StringValue(key)
+			vals[set.KeyIndexes()[0]] = schemas.StringValue(key) // a single-key set (card_activity)
 			e.Values = vals
 			wg.Add(1)
 			go func() {

@@ -2,6 +2,7 @@ package localstack
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -353,15 +354,23 @@ func displayAddr(a net.Addr) string {
 // definition's order, with the status where it is not PRESENT.
 func formatValues(set *schemas.FeatureSet, res *client.EntityFeatures) string {
 	var b strings.Builder
-	for _, f := range set.Features {
-		v, ok := res.Features[f.Name]
+	for i := range set.Outputs() {
+		name := set.OutputName(i)
+		v, ok := res.Features[name]
 		if !ok {
 			continue
 		}
 		if b.Len() > 0 {
 			b.WriteByte(' ')
 		}
-		fmt.Fprintf(&b, "%s=%v", f.Name, v.Value)
+		switch v.Value.(type) {
+		case []any, map[string]any:
+			// Lists and objects as the API's JSON, not Go's map syntax.
+			j, _ := json.Marshal(v.Value)
+			fmt.Fprintf(&b, "%s=%s", name, j)
+		default:
+			fmt.Fprintf(&b, "%s=%v", name, v.Value)
+		}
 		if v.Status != client.Present {
 			fmt.Fprintf(&b, "(%s)", v.Status)
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -12,21 +13,36 @@ import (
 	"github.com/tandem-fp/tandem/serving/client"
 )
 
-// serviceRow is a row of svc's key columns: for each column, the hottest
-// live entity of the first feature set it keys.
+// serviceRow is a row of svc's key columns: for each column, the part of
+// the hottest live entity of the first feature set it keys.
 func serviceRow(svc *schemas.Service, live *liveFeed) (client.Row, bool) {
 	row := client.Row{}
 	for _, e := range svc.Entries {
-		if _, done := row[e.Key]; done {
+		if !slices.ContainsFunc(e.Keys, func(k string) bool { _, done := row[k]; return !done }) {
 			continue
 		}
 		k, ok := live.hottest(e.Set.Name)
 		if !ok {
 			return nil, false
 		}
-		row[e.Key] = k
+		parts, _ := schemas.SplitEntityKey(k, len(e.Keys)) // generated keys
+		for i, col := range e.Keys {
+			if _, done := row[col]; !done {
+				row[col] = parts[i]
+			}
+		}
 	}
 	return row, true
+}
+
+// keyRow is entity key key of set as its key fields' parts.
+func keyRow(set *schemas.FeatureSet, key string) client.Row {
+	parts, _ := schemas.SplitEntityKey(key, len(set.Entity.Keys)) // generated keys
+	row := client.Row{}
+	for i, k := range set.Entity.Keys {
+		row[k] = parts[i]
+	}
+	return row
 }
 
 // showServices reads each service once through the API, logging its

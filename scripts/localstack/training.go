@@ -80,16 +80,14 @@ func writeTrainingSpine(dir string, svc *schemas.Service, history map[string][]s
 		}
 		e := first[rng.IntN(len(first))]
 		at := time.UnixMicro(e.Time).Add(time.Duration(rng.Int64N(int64(10 * time.Minute))))
-		keys := map[string]string{svc.Entries[0].Key: e.Key}
+		keys := map[string]string{}
+		setKeys(keys, svc.Entries[0], e.Key)
 		for _, entry := range svc.Entries[1:] {
-			if _, ok := keys[entry.Key]; ok {
-				continue
-			}
 			evs := history[entry.Set.Name]
 			if len(evs) == 0 {
 				continue
 			}
-			keys[entry.Key] = evs[rng.IntN(len(evs))].Key
+			setKeys(keys, entry, evs[rng.IntN(len(evs))].Key)
 		}
 		rec := make([]string, 0, len(header))
 		for _, c := range cols {
@@ -108,6 +106,17 @@ func writeTrainingSpine(dir string, svc *schemas.Service, history map[string][]s
 		return "", 0, fmt.Errorf("training spine of %s: %w", svc.Name, err)
 	}
 	return path, n, nil
+}
+
+// setKeys sets in keys (column → key text) the columns of entry that
+// entity key key of its set fills and keys does not have yet.
+func setKeys(keys map[string]string, entry schemas.ServiceEntry, key string) {
+	parts, _ := schemas.SplitEntityKey(key, len(entry.Keys)) // generated keys
+	for i, col := range entry.Keys {
+		if _, ok := keys[col]; !ok {
+			keys[col] = parts[i]
+		}
+	}
 }
 
 func bool2int(b bool) int {

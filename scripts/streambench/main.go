@@ -213,7 +213,7 @@ func waitVisible(ctx context.Context, st *localstack.Stack, tbl *bigtable.Table,
 func probeEvent(set *schemas.FeatureSet, key string, at time.Time) schemas.Event {
 	e := sample.Events(set, 1, 1, at, at.Add(time.Microsecond))[0]
 	vals := append([]schemas.Value(nil), e.Values...)
-	vals[set.KeyIndex()] = schemas.StringValue(key)
+	vals[set.KeyIndexes()[0]] = schemas.StringValue(key) // a single-key set (card_activity)
 	vals[set.TimeIndex()] = schemas.TimestampValue(at)
 	return schemas.Event{Key: key, Time: at.UnixMicro(), Values: vals}
 }
@@ -326,7 +326,7 @@ func freshness(ctx context.Context, st *localstack.Stack, tbl *bigtable.Table, s
 
 func withKeyTime(set *schemas.FeatureSet, e schemas.Event, key string, at time.Time) schemas.Event {
 	vals := append([]schemas.Value(nil), e.Values...)
-	vals[set.KeyIndex()] = schemas.StringValue(key)
+	vals[set.KeyIndexes()[0]] = schemas.StringValue(key) // a single-key set (card_activity)
 	vals[set.TimeIndex()] = schemas.TimestampValue(at)
 	return schemas.Event{Key: key, Time: at.UnixMicro(), Values: vals}
 }

@@ -168,7 +168,7 @@ func writeInputs(set *schemas.FeatureSet, prefix string, n, spineRows int, hot f
 	}
 	in.hotKey = pool[0]
 	rng := rand.New(rand.NewPCG(7, 8))
-	ki := set.KeyIndex()
+	ki := set.KeyIndexes()[0] // a single-key set (card_activity)
 	for i := range events {
 		if rng.Float64() < hot {
 			events[i].Key = in.hotKey

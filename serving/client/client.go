@@ -126,16 +126,21 @@ type Freshness struct {
 
 // EntityFeatures is the answer of Get.
 type EntityFeatures struct {
-	FeatureSet string           `json:"featureset"`
-	Entity     string           `json:"entity"`
-	At         time.Time        `json:"at"`
-	Features   map[string]Value `json:"features"`
-	Freshness  Freshness        `json:"freshness"`
+	FeatureSet string `json:"featureset"`
+	// Entity is the entity key of a single-key set; "" for a composite key.
+	Entity string `json:"-"`
+	// Key are the key parts of a composite key (int64 parts as
+	// json.Number); nil for a single-key set.
+	Key       Row              `json:"-"`
+	At        time.Time        `json:"at"`
+	Features  map[string]Value `json:"features"`
+	Freshness Freshness        `json:"freshness"`
 }
 
 // EntityResult is one entity of a GetMany answer.
 type EntityResult struct {
-	Entity   string           `json:"entity"`
+	Entity   string           `json:"-"` // as EntityFeatures.Entity
+	Key      Row              `json:"-"` // as EntityFeatures.Key
 	Features map[string]Value `json:"features"`
 }
 
@@ -183,8 +188,13 @@ func (c *Client) Get(ctx context.Context, featureSet, entity string, features []
 // GetMany returns features of many entities at instant at with one request
 // (up to the server's --max_entities).
 func (c *Client) GetMany(ctx context.Context, featureSet string, entities, features []string, at time.Time) (*BatchFeatures, error) {
+	return c.getMany(ctx, featureSet, entities, len(entities), features, at)
+}
+
+// getMany posts n entities (entity keys, or Rows of key parts).
+func (c *Client) getMany(ctx context.Context, featureSet string, entities any, n int, features []string, at time.Time) (*BatchFeatures, error) {
 	req := struct {
-		Entities []string `json:"entities"`
+		Entities any      `json:"entities"`
 		Features []string `json:"features,omitempty"`
 		At       string   `json:"at,omitempty"`
 	}{Entities: entities, Features: features}
@@ -197,7 +207,7 @@ func (c *Client) GetMany(ctx context.Context, featureSet string, entities, featu
 	}
 	var out BatchFeatures
 	if err := c.do(ctx, http.MethodPost, "/v1/features/"+url.PathEscape(featureSet), nil, body, &out); err != nil {
-		return nil, fmt.Errorf("get %d entities of %s: %w", len(entities), featureSet, err)
+		return nil, fmt.Errorf("get %d entities of %s: %w", n, featureSet, err)
 	}
 	return &out, nil
 }

@@ -25,10 +25,17 @@ type ServiceInfo struct {
 		Type string `json:"type"` // "string" or "int64"
 	} `json:"keys"`
 	Features []struct {
-		FeatureSet string   `json:"featureset"`
-		Key        string   `json:"key"`
-		KeyType    string   `json:"key_type"`
-		Features   []string `json:"features"`
+		FeatureSet string `json:"featureset"`
+		// Key and KeyType name the key column of a single-key set ("" for
+		// a composite key); Keys are the columns of every part, in key
+		// order.
+		Key     string `json:"key"`
+		KeyType string `json:"key_type"`
+		Keys    []struct {
+			Name string `json:"name"`
+			Type string `json:"type"`
+		} `json:"keys"`
+		Features []string `json:"features"`
 	} `json:"features"`
 }
 

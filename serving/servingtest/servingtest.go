@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -76,7 +77,9 @@ func (e *Emulator) Close() {
 }
 
 // Event builds an event of set with entity key, event time t and the given
-// field values (the key and time fields are set from key and t).
+// field values (the key and time fields are set from key and t; key is
+// the entity key as schemas.EntityKey encodes it, its parts set the key
+// fields not among fields).
 func Event(set *schemas.FeatureSet, key string, t time.Time, fields map[string]schemas.Value) schemas.Event {
 	e := schemas.Event{Key: key, Time: t.UnixMicro(), Values: make([]schemas.Value, len(set.Fields))}
 	for name, v := range fields {
@@ -86,8 +89,22 @@ func Event(set *schemas.FeatureSet, key string, t time.Time, fields map[string]s
 		}
 		e.Values[i] = v
 	}
-	if set.Fields[set.KeyIndex()].Type == schemas.String {
-		e.Values[set.KeyIndex()] = schemas.StringValue(key)
+	parts, ok := schemas.SplitEntityKey(key, len(set.Entity.Keys))
+	if !ok {
+		panic(fmt.Sprintf("servingtest.Event: %q is not an entity key of feature set %s (key %s)", key, set.Name, set.Entity.KeyName()))
+	}
+	for i, k := range set.KeyIndexes() {
+		if _, given := fields[set.Fields[k].Name]; given {
+			continue
+		}
+		switch set.Fields[k].Type {
+		case schemas.String:
+			e.Values[k] = schemas.StringValue(parts[i])
+		case schemas.Int64:
+			if n, err := strconv.ParseInt(parts[i], 10, 64); err == nil {
+				e.Values[k] = schemas.Int64Value(n)
+			}
+		}
 	}
 	e.Values[set.TimeIndex()] = schemas.TimestampValue(t)
 	return e

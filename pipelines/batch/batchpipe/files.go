@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -139,9 +140,9 @@ func (fn *readCSVFn) ProcessElement(ctx context.Context, file fileio.ReadableFil
 		}
 		col[h] = i
 	}
-	for _, name := range []string{fn.Set.Entity.Key, fn.Set.EventTime} {
+	for _, name := range append(slices.Clone(fn.Set.Entity.Keys), fn.Set.EventTime) {
 		if _, ok := col[name]; !ok {
-			return fmt.Errorf("CSV header of %s: no column %q (the entity key and the event time are required)", path, name)
+			return fmt.Errorf("CSV header of %s: no column %q (the entity key fields and the event time are required)", path, name)
 		}
 	}
 	rec.Consumed(r.InputOffset())

@@ -24,10 +24,10 @@ import (
 func init() {
 	register.DoFn3x0[context.Context, *pubsubpb.PubsubMessage, func(pubsubread.Message)](&fromPubsubFn{})
 	register.Emitter1[pubsubread.Message]()
-	register.DoFn4x0[context.Context, pubsubread.Message, func(string, pubsubread.Message), func(transforms.DeadLetter)](&keyByEntityFn{})
-	register.Emitter2[string, pubsubread.Message]()
+	register.DoFn4x0[context.Context, pubsubread.Message, func(string, decodedMessage), func(transforms.DeadLetter)](&keyByEntityFn{})
+	register.Emitter2[string, decodedMessage]()
 	register.Emitter1[transforms.DeadLetter]()
-	register.DoFn8x1[context.Context, beam.EventTime, state.Provider, timers.Provider, string, pubsubread.Message,
+	register.DoFn8x1[context.Context, beam.EventTime, state.Provider, timers.Provider, string, decodedMessage,
 		func(beam.EventTime, string, seqMutation), func(transforms.DeadLetter), error](&entityTilesFn{})
 	register.Emitter3[beam.EventTime, string, seqMutation]()
 	register.DoFn2x1[context.Context, transforms.DeadLetter, error](&deadLetterFn{})
@@ -100,6 +100,16 @@ func WriteEntityTiles(s beam.Scope, set *schemas.FeatureSet, bt bigtablestore.Co
 	return late, dead
 }
 
+// decodedMessage is a message keyByEntityFn decoded: the event and, for a
+// dead letter later, the message's bytes. The stateful DoFn takes it as it
+// is and does not decode the JSON again.
+type decodedMessage struct {
+	Event schemas.Event
+	Raw   []byte
+}
+
+// keyByEntityFn decodes and checks each message once and keys it by its
+// entity.
 type keyByEntityFn struct {
 	Set *schemas.FeatureSet `json:"set"`
 
@@ -110,15 +120,14 @@ func (fn *keyByEntityFn) Setup() {
 	fn.counter = newSinkCounters(fn.Set.Name)
 }
 
-func (fn *keyByEntityFn) ProcessElement(ctx context.Context, m pubsubread.Message, emit func(string, pubsubread.Message), dead func(transforms.DeadLetter)) {
+func (fn *keyByEntityFn) ProcessElement(ctx context.Context, m pubsubread.Message, emit func(string, decodedMessage), dead func(transforms.DeadLetter)) {
 	e, dl, ok := decodeMessage(fn.Set, m, clock().UnixMicro())
 	if !ok {
 		fn.counter.count(ctx, dl)
 		dead(dl)
 		return
 	}
-	m.EventTime = e.Time
-	emit(e.Key, m)
+	emit(e.Key, decodedMessage{Event: e, Raw: m.Data})
 }
 
 func newEntityTilesFn(set *schemas.FeatureSet, bt bigtablestore.Config) *entityTilesFn {
@@ -243,22 +252,15 @@ func (fn *entityTilesFn) load(ctx context.Context, sp state.Provider, entity str
 
 func micros(ts beam.EventTime) int64 { return mtime.Time(ts).ToTime().UnixMicro() }
 
-func (fn *entityTilesFn) ProcessElement(ctx context.Context, ts beam.EventTime, sp state.Provider, tp timers.Provider, entity string, m pubsubread.Message,
+func (fn *entityTilesFn) ProcessElement(ctx context.Context, ts beam.EventTime, sp state.Provider, tp timers.Provider, entity string, m decodedMessage,
 	_ func(beam.EventTime, string, seqMutation), dead func(transforms.DeadLetter)) error {
 	set := fn.Set
 	lateness := set.AllowedLateness.Microseconds()
-	// keyByEntityFn checked the message already, so only a clock that
-	// moved back could make it a dead letter now.
-	e, dl, ok := decodeMessage(set, m, clock().UnixMicro())
-	if !ok {
-		fn.counter.count(ctx, dl)
-		dead(dl)
-		return nil
-	}
+	e := m.Event
 	stamp := micros(ts)
 	if d := stamp - e.Time; d > lateness || d < -lateness {
 		fn.counter.decode.Inc(ctx, 1)
-		dead(transforms.DeadLetter{Set: set.Name, Stage: transforms.StageDecode, Raw: m.Data,
+		dead(transforms.DeadLetter{Set: set.Name, Stage: transforms.StageDecode, Raw: m.Raw,
 			Reason: fmt.Sprintf("message timestamp %s (its timestamp attribute, or its publish time) and event time %s differ by %s, more than the allowed lateness %s: the watermark cannot judge it",
 				time.UnixMicro(stamp).UTC().Format(time.RFC3339Nano), e.EventTime().Format(time.RFC3339Nano), time.Duration(d)*time.Microsecond, schemas.FormatDuration(set.AllowedLateness))})
 		return nil
@@ -273,7 +275,7 @@ func (fn *entityTilesFn) ProcessElement(ctx context.Context, ts beam.EventTime, 
 	}
 	if stamp < horizon {
 		fn.counter.late.Inc(ctx, 1)
-		dead(transforms.DeadLetter{Set: set.Name, Stage: transforms.StageLate, Raw: m.Data,
+		dead(transforms.DeadLetter{Set: set.Name, Stage: transforms.StageLate, Raw: m.Raw,
 			Reason: fmt.Sprintf("message timestamp %s (event time %s) is before %s, the watermark minus the allowed lateness %s, for its entity",
 				time.UnixMicro(stamp).UTC().Format(time.RFC3339Nano), e.EventTime().Format(time.RFC3339Nano),
 				time.UnixMicro(horizon).UTC().Format(time.RFC3339Nano), schemas.FormatDuration(set.AllowedLateness))})

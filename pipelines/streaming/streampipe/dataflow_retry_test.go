@@ -18,7 +18,6 @@ import (
 	"github.com/tandem-fp/tandem/schemas/bigtablestore"
 	"github.com/tandem-fp/tandem/schemas/schemastest"
 	"github.com/tandem-fp/tandem/transforms"
-	"github.com/tandem-fp/tandem/transforms/pubsubread"
 )
 
 // stamped is a message with the timestamp the source gave its element
@@ -104,7 +103,7 @@ func (d *driver) bundle(msgs []stamped, fail bool) {
 			}
 			sp, tp := d.rs.forKey(e.Key)
 			ts := mtime.FromTime(m.ts)
-			if err := d.fn.ProcessElement(context.Background(), ts, sp, tp, e.Key, pubsubread.Message{Data: m.data, EventTime: e.Time}, emit, dead); err != nil {
+			if err := d.fn.ProcessElement(context.Background(), ts, sp, tp, e.Key, streampipe.DecodedMessage{Event: e, Raw: m.data}, emit, dead); err != nil {
 				d.t.Fatalf("ProcessElement = %v", err)
 			}
 		}

@@ -11,6 +11,9 @@ type (
 	EntityTilesFn = entityTilesFn
 	TileWriterFn  = tileWriterFn
 	SeqMutation   = seqMutation
+	// DecodedMessage is what the stateful DoFn takes: an event decoded once
+	// and its message's bytes.
+	DecodedMessage = decodedMessage
 )
 
 // NewEntityTilesFn is the stateful DoFn WriteEntityTiles adds to a pipeline.

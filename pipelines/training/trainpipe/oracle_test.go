@@ -717,7 +717,7 @@ func TestTwoSets(t *testing.T) {
 	cfg := &Config{
 		Requests: []Request{
 			{Set: acct, Source: schemas.BatchSource{Files: acctPath}, Features: []string{"x_sum_24h", "s_distinct_7d", "s_last_1h"}},
-			{Set: users, Key: "user", Source: schemas.BatchSource{Files: usersPath}},
+			{Set: users, Keys: []string{"user"}, Source: schemas.BatchSource{Files: usersPath}},
 		},
 		SpineGlob:  spinePath,
 		Output:     Output{Path: filepath.Join(dir, "out.jsonl"), Shards: 3},

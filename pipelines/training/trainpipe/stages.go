@@ -61,7 +61,11 @@ func readSpine(s beam.Scope, cfg *Config, files []string) (rows, dead beam.PColl
 	s = s.Scope("trainpipe.ReadSpine")
 	fn := &readSpineFn{Format: cfg.Spine.Format, Columns: cfg.Spine.Columns, Time: cfg.Spine.Time}
 	for _, r := range cfg.Requests {
-		fn.Keys = append(fn.Keys, spineKey{Column: columnIndex(cfg.Spine.Columns, r.Key), Type: r.Set.Fields[r.Set.KeyIndex()].Type})
+		var parts []spineKey
+		for i, col := range r.Set.KeyColumns() {
+			parts = append(parts, spineKey{Column: columnIndex(cfg.Spine.Columns, r.Keys[i]), Type: col.Type})
+		}
+		fn.Keys = append(fn.Keys, requestKey{Set: r.Set.Name, Key: r.Set.Entity.KeyName(), Parts: parts})
 	}
 	if cfg.Spine.Table != "" {
 		return readSpineBigQuery(s, cfg, fn)
@@ -79,18 +83,26 @@ func columnIndex(cols []Column, name string) int {
 	return -1
 }
 
-// spineKey is where a request's entity key is in a spine row, and the
-// type of the set's key field.
+// spineKey is where a part of a request's entity key is in a spine row,
+// and the type of the set's key field.
 type spineKey struct {
 	Column int          `json:"column"`
 	Type   schemas.Type `json:"type"`
 }
 
+// requestKey is where a request's entity key is in a spine row: one
+// spineKey per part, in key order.
+type requestKey struct {
+	Set   string     `json:"set"`
+	Key   string     `json:"key"` // Entity.KeyName, for reasons
+	Parts []spineKey `json:"parts"`
+}
+
 type readSpineFn struct {
-	Format  Format     `json:"format"`
-	Columns []Column   `json:"columns"`
-	Time    int        `json:"time"`
-	Keys    []spineKey `json:"keys"`
+	Format  Format       `json:"format"`
+	Columns []Column     `json:"columns"`
+	Time    int          `json:"time"`
+	Keys    []requestKey `json:"keys"`
 
 	rows, bad beam.Counter
 }
@@ -155,9 +167,26 @@ func (fn *readSpineFn) row(rec record, index map[string]int) (Row, string) {
 	}
 	row := Row{Values: vals, At: at, Keys: make([]string, len(fn.Keys))}
 	for i, k := range fn.Keys {
-		key, err := entityKey(vals[k.Column], k.Type)
-		if err != nil {
-			return Row{}, fmt.Sprintf("column %q: %v", fn.Columns[k.Column].Name, err)
+		if len(k.Parts) == 1 {
+			key, err := entityKey(vals[k.Parts[0].Column], k.Parts[0].Type)
+			if err != nil {
+				return Row{}, fmt.Sprintf("column %q: %v", fn.Columns[k.Parts[0].Column].Name, err)
+			}
+			row.Keys[i] = key
+			continue
+		}
+		parts := make([]string, len(k.Parts))
+		for j, p := range k.Parts {
+			part, err := entityKey(vals[p.Column], p.Type)
+			if err != nil {
+				return Row{}, fmt.Sprintf("column %q: %v (part %d of %d of the entity key %s of feature set %s)",
+					fn.Columns[p.Column].Name, err, j+1, len(k.Parts), k.Key, k.Set)
+			}
+			parts[j] = part
+		}
+		key := schemas.EntityKey(parts...)
+		if len(key) > schemas.MaxKeyLen {
+			return Row{}, fmt.Sprintf("entity key %s of feature set %s: %d bytes encoded, longer than %d", k.Key, k.Set, len(key), schemas.MaxKeyLen)
 		}
 		row.Keys[i] = key
 	}

@@ -46,9 +46,11 @@ const DeadLetterSet = "spine"
 // Request asks for features of one feature set, keyed by a spine column.
 type Request struct {
 	Set *schemas.FeatureSet
-	// Key is the spine column holding the set's entity key; by default the
-	// set's entity key field name (card_id).
-	Key string
+	// Keys are the spine columns holding the parts of the set's entity
+	// key, in key order (one for a single key); by default the set's key
+	// field names (card_id; user_id and merchant). A spine row joins the
+	// set's events on all of them.
+	Keys []string
 	// Features are the names of the features wanted, stored or derived, in
 	// output order; by default every feature of the set, in definition
 	// order, then its derived features.
@@ -142,8 +144,12 @@ func Prepare(ctx context.Context, cfg *Config) error {
 			return fmt.Errorf("%w: feature set %s requested twice", ErrConfig, r.Set.Name)
 		}
 		seen[r.Set.Name] = true
-		if r.Key == "" {
-			r.Key = r.Set.Entity.Key
+		if len(r.Keys) == 0 {
+			r.Keys = slices.Clone(r.Set.Entity.Keys)
+		}
+		if len(r.Keys) != len(r.Set.Entity.Keys) {
+			return fmt.Errorf("%w: feature set %s is keyed by %s: give %d spine key columns, not %d",
+				ErrConfig, r.Set.Name, r.Set.Entity.KeyName(), len(r.Set.Entity.Keys), len(r.Keys))
 		}
 		if len(r.Features) == 0 {
 			for i := range r.Set.Outputs() {
@@ -188,14 +194,16 @@ func Prepare(ctx context.Context, cfg *Config) error {
 		names[c.Name] = true
 	}
 	for _, r := range cfg.Requests {
-		i := slices.IndexFunc(cfg.Spine.Columns, func(c Column) bool { return c.Name == r.Key })
-		if i < 0 {
-			return fmt.Errorf("%w: the spine has no column %q, the key of feature set %s (its columns: %s)",
-				ErrConfig, r.Key, r.Set.Name, columnNames(cfg.Spine.Columns))
-		}
-		if t := cfg.Spine.Columns[i].Type; t != schemas.String && t != schemas.Int64 {
-			return fmt.Errorf("%w: spine column %q, the key of feature set %s, holds %s values; a key is a string or an integer",
-				ErrConfig, r.Key, r.Set.Name, t)
+		for _, key := range r.Keys {
+			i := slices.IndexFunc(cfg.Spine.Columns, func(c Column) bool { return c.Name == key })
+			if i < 0 {
+				return fmt.Errorf("%w: the spine has no column %q, the key of feature set %s (its columns: %s)",
+					ErrConfig, key, r.Set.Name, columnNames(cfg.Spine.Columns))
+			}
+			if t := cfg.Spine.Columns[i].Type; t != schemas.String && t != schemas.Int64 {
+				return fmt.Errorf("%w: spine column %q, the key of feature set %s, holds %s values; a key is a string or an integer",
+					ErrConfig, key, r.Set.Name, t)
+			}
 		}
 		for _, o := range r.feats {
 			if name := schemas.FeatureColumn(r.Set.Name, r.Set.OutputName(o)); names[name] {
@@ -352,7 +360,7 @@ func Run(ctx context.Context, cfg *Config) (Result, error) {
 		"rows", cfg.Spine.Rows, "from", time.UnixMicro(cfg.Spine.MinAt).UTC().Format(time.RFC3339Nano), "to", time.UnixMicro(cfg.Spine.MaxAt).UTC().Format(time.RFC3339Nano))
 	for _, r := range cfg.Requests {
 		from, to := cfg.ReadRange(r)
-		slog.Info("training: features", "set", r.Set.Name, "key", r.Key, "features", len(r.feats),
+		slog.Info("training: features", "set", r.Set.Name, "key", r.Keys, "features", len(r.feats),
 			"source", batchpipe.SourceString(r.Source), "from", from.Format(time.RFC3339), "to", to.Format(time.RFC3339Nano))
 	}
 	start := time.Now()
