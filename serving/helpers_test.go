@@ -81,7 +81,13 @@ type envOption func(*Config)
 
 func newEnv(t *testing.T, opts ...envOption) *testEnv {
 	t.Helper()
-	e := &testEnv{t: t, cards: schemastest.MustParse(t, cardsYAML), users: schemastest.MustParse(t, usersYAML), logs: new(bytes.Buffer)}
+	return newEnvCards(t, cardsYAML, opts...)
+}
+
+// newEnvCards is newEnv with another definition of the cards set.
+func newEnvCards(t *testing.T, cards string, opts ...envOption) *testEnv {
+	t.Helper()
+	e := &testEnv{t: t, cards: schemastest.MustParse(t, cards), users: schemastest.MustParse(t, usersYAML), logs: new(bytes.Buffer)}
 	e.now = time.Now().UTC().Truncate(time.Second)
 	e.tb = e.now.Add(-6 * time.Hour).Truncate(24 * time.Hour)
 	ctx := context.Background()

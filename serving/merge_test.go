@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/tandem-fp/tandem/schemas"
-	"github.com/tandem-fp/tandem/transforms/aggregate"
+	"github.com/tandem-fp/tandem/schemas/schemastest/brute"
 )
 
 // TestPointInTime is the property test of the window contract: random
@@ -29,7 +29,8 @@ import (
 //   - a real-time read (at ≥ T_b and after the entity's newest event) is
 //     exact: no as_of.
 func TestPointInTime(t *testing.T) {
-	e := newEnv(t)
+	e := newEnvCards(t, pointInTimeCardsYAML)
+	items, _ := e.cards.FieldIndex("items")
 	r := rand.New(rand.NewPCG(1, 2))
 	tb := e.tb
 	streamFrom := tb.Add(-6 * time.Hour)
@@ -38,23 +39,41 @@ func TestPointInTime(t *testing.T) {
 	events := map[string][]schemas.Event{}
 	newest := map[string]int64{}
 	var batch, stream []schemas.Event
+	add := func(ent string, at time.Time) {
+		if !at.Before(e.now) {
+			return
+		}
+		ev := e.card(ent, at, merchants[r.IntN(len(merchants))], float64(r.IntN(20000))/100) // approved below 100
+		ev.Values[items] = schemas.Int64Value(r.Int64N(12) - 2)
+		if r.IntN(25) == 0 {
+			ev.Values[items] = schemas.Value{} // a null now and then
+		}
+		events[ent] = append(events[ent], ev)
+		if at.Before(tb) {
+			batch = append(batch, ev)
+		}
+		if !at.Before(streamFrom) {
+			stream = append(stream, ev)
+			newest[ent] = max(newest[ent], ev.Time)
+		}
+	}
 	for _, ent := range entities {
 		n := map[string]int{"busy": 600, "quiet": 8}[ent]
 		for range n {
-			at := tb.Add(time.Duration(r.Int64N(int64(48*time.Hour))) - 40*time.Hour).Truncate(time.Millisecond)
-			if !at.Before(e.now) {
-				continue
-			}
-			ev := e.card(ent, at, merchants[r.IntN(len(merchants))], float64(r.IntN(20000))/100) // approved below 100
-			events[ent] = append(events[ent], ev)
-			if at.Before(tb) {
-				batch = append(batch, ev)
-			}
-			if !at.Before(streamFrom) {
-				stream = append(stream, ev)
-				newest[ent] = max(newest[ent], ev.Time)
-			}
+			add(ent, tb.Add(time.Duration(r.Int64N(int64(48*time.Hour)))-40*time.Hour).Truncate(time.Millisecond))
 		}
+	}
+	// Ties: events at one instant, on tile boundaries and off them, which
+	// first, last and the k ops break by value.
+	for i := range 30 {
+		at := tb.Add(-time.Duration(r.Int64N(40)) * time.Hour)
+		if i%2 == 1 {
+			at = at.Add(time.Duration(r.Int64N(int64(time.Hour)))).Truncate(time.Millisecond)
+		}
+		ent := entities[i%3/2] // quiet's are alone in their windows
+		add(ent, at)
+		add(ent, at)
+		add(ent, at)
 	}
 	e.write(e.cards, schemas.FamilyBatch, batch...)
 	e.write(e.cards, schemas.FamilyStream, stream...)
@@ -75,6 +94,7 @@ func TestPointInTime(t *testing.T) {
 	}
 	reads = append(reads, e.now, time.UnixMicro(newest["busy"]+1))
 	asOfs, filtered, derived := 0, 0, 0
+	nonEmpty, beyondCapacity := map[string]int{}, 0
 	for i, at := range reads {
 		if at.After(e.now) {
 			continue
@@ -96,7 +116,7 @@ func TestPointInTime(t *testing.T) {
 			if res.status != 200 {
 				t.Fatalf("GET %s: %d %s", q, res.status, res.raw)
 			}
-			brute := map[string]oracleValue{} // the stored features' brute-force values
+			oracle := map[string]oracleValue{} // the stored features' brute-force values
 			for name, fv := range res.body["features"].(map[string]any) {
 				f, stored := e.cards.Feature(name)
 				if !stored {
@@ -119,21 +139,31 @@ func TestPointInTime(t *testing.T) {
 					exact = asOf
 				}
 				want, ok := bruteForce(f, events[ent], exact, e.oracleFilter(name))
-				brute[name] = oracleValue{want, ok, o["as_of"]}
+				oracle[name] = oracleValue{want, ok, o["as_of"]}
 				if !ok {
 					if o["value"] != nil || o["status"] != "NOT_FOUND" {
 						t.Errorf("%s %s at %s = %v, want null NOT_FOUND", ent, name, rfc(at), o)
 					}
 					continue
 				}
-				if e.oracleFilter(name) != nil && want.AsFloat() != 0 {
-					filtered++
+				got, err := brute.Canon(f, o["value"])
+				if err != nil {
+					t.Fatalf("%s %s at %s: %v", ent, name, rfc(at), err)
 				}
-				if !sameValue(want, o["value"]) {
-					t.Errorf("%s %s at %s (exact at %s) = %v, want %v", ent, name, rfc(at), rfc(exact), o["value"], want)
+				if msg := brute.Agrees(f, got, want); msg != "" {
+					t.Errorf("%s %s at %s (exact at %s): %s", ent, name, rfc(at), rfc(exact), msg)
+				}
+				if fmt.Sprint(got) != "0" && fmt.Sprint(got) != "map[buckets:map[] overflow:0]" {
+					nonEmpty[name]++
+					if e.oracleFilter(name) != nil {
+						filtered++
+					}
+				}
+				if w, isTopK := want.(*brute.TopK); isTopK && len(w.Counts) > w.Capacity {
+					beyondCapacity++
 				}
 			}
-			derived += checkDerived(t, fmt.Sprintf("%s at %s", ent, rfc(at)), res.body["features"].(map[string]any), brute)
+			derived += checkDerived(t, fmt.Sprintf("%s at %s", ent, rfc(at)), res.body["features"].(map[string]any), oracle)
 		}
 	}
 	if asOfs == 0 {
@@ -145,12 +175,38 @@ func TestPointInTime(t *testing.T) {
 	if filtered == 0 {
 		t.Error("no filtered feature had a non-zero value: the test does not reach the filters")
 	}
+	for _, f := range e.cards.Features {
+		if nonEmpty[f.Name] == 0 {
+			t.Errorf("%s was never other than empty: the test does not reach the op", f.Name)
+		}
+	}
+	if beyondCapacity == 0 {
+		t.Error("no top_k value held more distinct values than its counters: the test does not reach the Misra-Gries bound")
+	}
 }
+
+// pointInTimeCardsYAML is the cards set with a feature of every op of the
+// list and map kinds, a filtered one among them, and one more derived
+// feature: TestPointInTime's.
+var pointInTimeCardsYAML = strings.Replace(cardsYAML, "derived:\n", `  - {name: first_merchant_1h, op: first, field: merchant, window: 1h}
+  - {name: last3_merchants_1h, op: last_k, field: merchant, k: 3, window: 1h}
+  - {name: first2_items_24h, op: first_k, field: items, k: 2, window: 24h}
+  # 5 merchants, under the 128 counters: exact.
+  - {name: top2_merchants_24h, op: top_k, field: merchant, k: 2, window: 24h}
+  # Hundreds of distinct amounts: within the Misra-Gries bound.
+  - {name: top2_amounts_24h, op: top_k, field: amount, k: 2, window: 24h}
+  - {name: amount_pct_24h, op: approx_percentile, field: amount, percentiles: [0.25, 0.5, 0.95], window: 24h}
+  - {name: items_pct_1h, op: approx_percentile, field: items, percentiles: [0.5, 0.9], window: 1h, tile: 15m}
+  - {name: merchant_hist_24h, op: histogram, field: merchant, buckets: 3, window: 24h}
+  - {name: declined_merchants_24h, op: histogram, field: merchant, buckets: 4, window: 24h, where: not approved}
+derived:
+  - {name: items_per_txn_1h, expr: items_sum_1h / txn_count_1h}
+`, 1)
 
 // oracleValue is a stored feature's brute-force value (ok false: NOT_FOUND)
 // and the as_of the server gave it (nil: none).
 type oracleValue struct {
-	v    schemas.Value
+	v    any
 	ok   bool
 	asOf any
 }
@@ -165,24 +221,34 @@ var oracleDerived = map[string]struct {
 	"declined_share_24h": { // declined_amount_24h / amount_sum_24h
 		[]string{"declined_amount_24h", "amount_sum_24h"},
 		func(in map[string]oracleValue) (any, bool) {
-			d, s := in["declined_amount_24h"], in["amount_sum_24h"]
-			if !d.ok || !s.ok || s.v.Float == 0 {
+			d, s := in["declined_amount_24h"].v.(float64), in["amount_sum_24h"].v.(float64)
+			if s == 0 {
 				return nil, false
 			}
-			return d.v.Float / s.v.Float, true
+			return d / s, true
 		},
 	},
 	"big_spender": { // amount_mean_24h > 50 or ab_count_1h >= 2
 		[]string{"amount_mean_24h", "ab_count_1h"},
 		func(in map[string]oracleValue) (any, bool) {
 			m, c := in["amount_mean_24h"], in["ab_count_1h"]
-			if c.ok && c.v.Int >= 2 || m.ok && m.v.Float > 50 {
+			if c.v.(int64) >= 2 || m.ok && m.v.(float64) > 50 {
 				return true, true
 			}
-			if !m.ok || !c.ok {
+			if !m.ok {
 				return nil, false
 			}
 			return false, true
+		},
+	},
+	"items_per_txn_1h": { // items_sum_1h / txn_count_1h
+		[]string{"items_sum_1h", "txn_count_1h"},
+		func(in map[string]oracleValue) (any, bool) {
+			s, c := in["items_sum_1h"].v.(int64), in["txn_count_1h"].v.(int64)
+			if c == 0 {
+				return nil, false
+			}
+			return float64(s) / float64(c), true
 		},
 	},
 }
@@ -191,7 +257,7 @@ var oracleDerived = map[string]struct {
 // holds against oracleDerived over the inputs' brute-force values: the
 // value, NOT_FOUND for null, and as_of the earliest of the inputs'. It
 // returns how many it checked.
-func checkDerived(t *testing.T, where string, got map[string]any, brute map[string]oracleValue) int {
+func checkDerived(t *testing.T, where string, got map[string]any, oracle map[string]oracleValue) int {
 	t.Helper()
 	checked := 0
 	for name, d := range oracleDerived {
@@ -202,7 +268,7 @@ func checkDerived(t *testing.T, where string, got map[string]any, brute map[stri
 		var asOf string
 		complete := true
 		for _, in := range d.inputs {
-			b, ok := brute[in]
+			b, ok := oracle[in]
 			if !ok {
 				complete = false
 				break
@@ -219,7 +285,7 @@ func checkDerived(t *testing.T, where string, got map[string]any, brute map[stri
 		if gotAsOf, _ := o["as_of"].(string); gotAsOf != asOf {
 			t.Errorf("%s: %s as_of %q, want %q, the earliest of its inputs'", where, name, gotAsOf, asOf)
 		}
-		want, ok := d.value(brute)
+		want, ok := d.value(oracle)
 		switch {
 		case !ok:
 			if o["value"] != nil || o["status"] != "NOT_FOUND" {
@@ -228,12 +294,15 @@ func checkDerived(t *testing.T, where string, got map[string]any, brute map[stri
 		case o["status"] != "PRESENT":
 			t.Errorf("%s: %s = %v, want %v PRESENT", where, name, o, want)
 		default:
-			if f, isFloat := want.(float64); isFloat {
-				if !sameValue(schemas.Float64Value(f), o["value"]) {
-					t.Errorf("%s: %s = %v, want %v", where, name, o["value"], want)
-				}
-			} else if fmt.Sprint(o["value"]) != fmt.Sprint(want) {
-				t.Errorf("%s: %s = %v, want %v", where, name, o["value"], want)
+			f := schemas.Feature{Name: name, FieldType: schemas.Bool}
+			if _, isFloat := want.(float64); isFloat {
+				f.FieldType = schemas.Float64
+			}
+			got, err := brute.Canon(f, o["value"])
+			if err != nil {
+				t.Errorf("%s: %s = %v: %v", where, name, o["value"], err)
+			} else if msg := brute.Agrees(f, got, want); msg != "" {
+				t.Errorf("%s: %s: %s", where, name, msg)
 			}
 		}
 	}
@@ -253,7 +322,7 @@ func (e *testEnv) oracleFilter(feature string) func(schemas.Event) bool {
 		return ev.Values[i]
 	}
 	switch feature {
-	case "declined_amount_24h": // not approved
+	case "declined_amount_24h", "declined_merchants_24h": // not approved
 		return func(ev schemas.Event) bool {
 			v := field(ev, "approved")
 			return v.Type == schemas.Bool && v.Int == 0
@@ -267,35 +336,9 @@ func (e *testEnv) oracleFilter(feature string) func(schemas.Event) bool {
 	return nil
 }
 
-// bruteForce folds the events in [floor(at − W), at) that keep (nil: all)
-// into the feature's aggregate, straight from the raw events.
-func bruteForce(f schemas.Feature, events []schemas.Event, at time.Time, keep func(schemas.Event) bool) (schemas.Value, bool) {
-	from, to := floorTo(at.UnixMicro()-f.Window.Microseconds(), f.Tile), at.UnixMicro()
-	p := aggregate.For(f)
-	for _, ev := range events {
-		if ev.Time >= from && ev.Time < to && (keep == nil || keep(ev)) {
-			var v schemas.Value
-			if f.FieldIndex >= 0 {
-				v = ev.Values[f.FieldIndex]
-			}
-			p.Add(v, ev.Time)
-		}
-	}
-	return p.Result()
-}
-
-// sameValue compares a merged value with its JSON form; floats to 1e-9.
-func sameValue(want schemas.Value, got any) bool {
-	s := fmt.Sprint(got)
-	switch want.Type {
-	case schemas.Float64:
-		var g float64
-		if _, err := fmt.Sscan(s, &g); err != nil {
-			return false
-		}
-		return math.Abs(g-want.Float) <= 1e-9*math.Max(1, math.Abs(want.Float))
-	case schemas.Timestamp:
-		return s == rfc(time.UnixMicro(want.Int))
-	}
-	return s == want.String()
+// bruteForce computes feature f at `at` from the raw events by brute force
+// (package brute): the events in [floor(at − W), at) that keep keeps (nil:
+// all), sharing no code with tiles, the algebra or the expressions.
+func bruteForce(f schemas.Feature, events []schemas.Event, at time.Time, keep func(schemas.Event) bool) (any, bool) {
+	return brute.At(f, events, "", at.UnixMicro(), keep)
 }

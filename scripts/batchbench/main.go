@@ -29,6 +29,11 @@
 //	go run ./scripts/batchbench            # 1M events, 3 rounds: about 4 minutes on 2 cores
 //	go run ./scripts/batchbench --n 200000 --rounds 1
 //	go run ./scripts/batchbench --def schemas/card_activity.yaml   # another feature set
+//
+// With several definitions (--def a.yaml,b.yaml) it runs the whole
+// benchmark of each in turn, one round at a time, --rounds times, and
+// ends with the fastest batch run of each and its events/s against the
+// first's: two feature sets compared in one run.
 package main
 
 import (
@@ -92,7 +97,7 @@ func main() {
 	memProfile := flag.String("memprofile", "", "write an allocation profile of phase (a) to this file")
 	rounds := flag.Int("rounds", 3, "runs of each phase, interleaved; the fastest of each counts")
 	logLevel := flag.String("log_level", "warn", "level of the runner's logs: debug, info, warn or error")
-	def := flag.String("def", "", "a feature-set definition to run instead of the built-in one (its fields must be card_id, merchant, amount, approved, ts, as schemas/card_activity.yaml's)")
+	def := flag.String("def", "", "a feature-set definition to run instead of the built-in one (its fields must be card_id, merchant, amount, approved, ts, as schemas/card_activity.yaml's); several, comma-separated, are run in turn in each round and compared")
 	flag.Parse()
 	beam.Init()
 	// Prism and the SDK log every job step at Info; by default keep the
@@ -103,19 +108,51 @@ func main() {
 		os.Exit(2)
 	}
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
-	if err := run(context.Background(), *def, *n, *rounds, *keep, *cpuProfile, *memProfile); err != nil {
+	defs := strings.Split(*def, ",")
+	var err error
+	if len(defs) == 1 {
+		_, err = run(context.Background(), *def, *n, *rounds, *keep, *cpuProfile, *memProfile)
+	} else {
+		err = compare(context.Background(), defs, *n, *rounds, *keep)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "batchbench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, def string, n, rounds int, keep bool, cpuProfile, memProfile string) error {
+// compare runs each definition of defs in turn, one round each, rounds
+// times, and prints the fastest batch run of each beside the first's.
+func compare(ctx context.Context, defs []string, n, rounds int, keep bool) error {
+	bests := make([]*phase, len(defs))
+	for round := 1; round <= rounds; round++ {
+		for i, def := range defs {
+			fmt.Printf("== round %d of %d: %s\n", round, rounds, def)
+			a, err := run(ctx, def, n, 1, keep, "", "")
+			if err != nil {
+				return fmt.Errorf("%s: %w", def, err)
+			}
+			bests[i] = best(bests[i], a)
+		}
+	}
+	fmt.Printf("\nbatch pipeline, %d events, best of %d rounds of each definition, interleaved:\n", n, rounds)
+	for i, def := range defs {
+		a := bests[i]
+		fmt.Printf("%-40s %8.0f events/s  %s wall, %s CPU, %d cells (%.2f per event); %.2f× the first's events/s\n",
+			def, a.rate(), a.wall.Round(time.Millisecond), a.cpu.Round(time.Millisecond), a.writes.cells, float64(a.writes.cells)/float64(a.events), a.rate()/bests[0].rate())
+	}
+	return nil
+}
+
+// run runs the benchmark of one definition (def; "" for the built-in one)
+// and returns the fastest batch run.
+func run(ctx context.Context, def string, n, rounds int, keep bool, cpuProfile, memProfile string) (*phase, error) {
 	set, err := schemas.Parse("bench.yaml", []byte(benchYAML))
 	if def != "" {
 		set, err = schemas.Load(def)
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// As of now: the emulator, like Bigtable, garbage-collects cells older
 	// than the retention (here 8d) by their timestamps, the tile starts.
@@ -127,7 +164,7 @@ func run(ctx context.Context, def string, n, rounds int, keep bool, cpuProfile, 
 	// Events file.
 	dir, err := os.MkdirTemp("", "batchbench")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if !keep {
 		defer os.RemoveAll(dir)
@@ -136,7 +173,7 @@ func run(ctx context.Context, def string, n, rounds int, keep bool, cpuProfile, 
 	t := time.Now()
 	size, err := writeEvents(set, path, n, from, to)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	fmt.Printf("generated %d events of %d entities over [%s, %s) into %s (%.0f MB) in %s\n",
 		n, sample.Entities(n), from.Format(time.RFC3339), to.Format(time.RFC3339), path, float64(size)/1e6, time.Since(t).Round(time.Millisecond))
@@ -145,12 +182,12 @@ func run(ctx context.Context, def string, n, rounds int, keep bool, cpuProfile, 
 	watch := &mutateWatch{}
 	srv, err := bttest.NewServer("127.0.0.1:0", grpc.StreamInterceptor(watch.intercept))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer srv.Close()
 	bt := bigtablestore.Config{Project: bigtablestore.DefaultProject, Instance: bigtablestore.DefaultInstance, Table: bigtablestore.DefaultTable, Endpoint: srv.Addr}
 	if err := setupTable(ctx, bt, set); err != nil {
-		return err
+		return nil, err
 	}
 
 	cfgA := batchpipe.Config{
@@ -171,25 +208,25 @@ func run(ctx context.Context, def string, n, rounds int, keep bool, cpuProfile, 
 			pa, err = runBatch(ctx, cfgA, watch, "", "")
 		}
 		if err != nil {
-			return fmt.Errorf("(a) batch pipeline: %w", err)
+			return nil, fmt.Errorf("(a) batch pipeline: %w", err)
 		}
 		fmt.Printf("(a) batch: %d events in %s (CPU %s) = %.0f events/s; %d tiles in %d rows; writes %s from first to last MutateRows = %.0f cells/s; peak RSS %s\n",
 			pa.events, pa.wall.Round(time.Millisecond), pa.cpu.Round(time.Millisecond), pa.rate(), pa.writes.cells, pa.writes.rows,
 			pa.writes.span().Round(time.Millisecond), pa.writeRate(), mb(pa.rss))
 		if pa.events != int64(n) {
-			return fmt.Errorf("(a) batch: decoded %d of %d events", pa.events, n)
+			return nil, fmt.Errorf("(a) batch: decoded %d of %d events", pa.events, n)
 		}
 		a = best(a, pa)
 		// Free the emulator's copy of (a)'s tiles before the next phases.
 		if err := dropRows(ctx, bt); err != nil {
-			return err
+			return nil, err
 		}
 
 		// (b) bare Beam pipeline.
 		fmt.Println("(b) bare Beam pipeline: read → parse → SumPerKey ...")
 		pb, err := runBare(ctx, set, path, n)
 		if err != nil {
-			return fmt.Errorf("(b) bare Beam: %w", err)
+			return nil, fmt.Errorf("(b) bare Beam: %w", err)
 		}
 		fmt.Printf("(b) bare Beam: %d events in %s (CPU %s) = %.0f events/s (%d keys summed); peak RSS %s\n",
 			pb.events, pb.wall.Round(time.Millisecond), pb.cpu.Round(time.Millisecond), pb.rate(), pb.keys, mb(pb.rss))
@@ -201,13 +238,13 @@ func run(ctx context.Context, def string, n, rounds int, keep bool, cpuProfile, 
 			w.cells, w.rows, w.valueBytes/max(w.cells, 1), bigtablewrite.DefaultMaxRows)
 		pc, err := bareWrite(ctx, bt, watch, w, from)
 		if err != nil {
-			return fmt.Errorf("(c) bare write: %w", err)
+			return nil, fmt.Errorf("(c) bare write: %w", err)
 		}
 		fmt.Printf("(c) bare write: %d cells in %s (CPU %s) = %.0f cells/s; peak RSS %s\n",
 			pc.writes.cells, pc.wall.Round(time.Millisecond), pc.cpu.Round(time.Millisecond), pc.writeRate(), mb(pc.rss))
 		c = best(c, pc)
 		if err := dropRows(ctx, bt); err != nil {
-			return err
+			return nil, err
 		}
 	}
 
@@ -223,7 +260,7 @@ func run(ctx context.Context, def string, n, rounds int, keep bool, cpuProfile, 
 	fmt.Printf("per CPU-second: batch %.0f events, bare Beam %.0f events (%.2f); batch %.0f cells, bare write %.0f cells\n",
 		float64(a.events)/a.cpu.Seconds(), float64(b.events)/b.cpu.Seconds(), (float64(a.events)/a.cpu.Seconds())/(float64(b.events)/b.cpu.Seconds()),
 		float64(a.writes.cells)/a.cpu.Seconds(), float64(c.writes.cells)/c.cpu.Seconds())
-	return nil
+	return a, nil
 }
 
 // phase is what one run of a phase measured.

@@ -12,15 +12,14 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/testing/ptest"
 
 	"github.com/tandem-fp/tandem/schemas"
+	"github.com/tandem-fp/tandem/schemas/schemastest/brute"
 	"github.com/tandem-fp/tandem/serving"
-	"github.com/tandem-fp/tandem/transforms/aggregate"
 )
 
 func TestMain(m *testing.M) { ptest.Main(m) }
@@ -43,6 +42,10 @@ func oracleKeep(feature string) func(schemas.Event) bool {
 			x, s := e.Values[2], e.Values[3]
 			return !x.IsNull() && x.Float > 0 && !s.IsNull() && (s.Str == "apple" || s.Str == "kiwi")
 		}
+	case "notok_last2_s_1h": // not ok and x < 500
+		return func(e schemas.Event) bool {
+			return !e.Values[4].IsNull() && e.Values[4].Int == 0 && !e.Values[2].IsNull() && e.Values[2].Float < 500
+		}
 	case "max_n_1h": // n < 0 or ok is null
 		return func(e schemas.Event) bool {
 			return !e.Values[1].IsNull() && e.Values[1].Int < 0 || e.Values[4].IsNull()
@@ -52,122 +55,12 @@ func oracleKeep(feature string) func(schemas.Event) bool {
 }
 
 // expected computes a feature's value at `at` by brute force over the raw
-// events, under the window contract: the events with event time in
-// [floor(at − window), at), floor to the feature's tile size. It shares no
-// code with tiles or the aggregation algebra.
-func expected(set *schemas.FeatureSet, f schemas.Feature, events []schemas.Event, at time.Time) (any, bool) {
-	from, to := floorTo(at.Add(-f.Window), f.Tile), at
-	var in []schemas.Event
-	keep := oracleKeep(f.Name)
-	for _, e := range events {
-		if t := e.EventTime(); !t.Before(from) && t.Before(to) && keep(e) {
-			in = append(in, e)
-		}
-	}
-	vals := func() []schemas.Value {
-		var vs []schemas.Value
-		for _, e := range in {
-			if v := e.Values[f.FieldIndex]; !v.IsNull() {
-				vs = append(vs, v)
-			}
-		}
-		return vs
-	}
-	switch f.Op {
-	case schemas.OpCount:
-		return int64(len(in)), true
-	case schemas.OpSum:
-		vs := vals()
-		if f.FieldType == schemas.Int64 {
-			var s int64
-			for _, v := range vs {
-				s += v.Int
-			}
-			return s, true
-		}
-		s := 0.0
-		for _, v := range vs {
-			s += v.Float
-		}
-		return s, true
-	case schemas.OpApproxCountDistinct:
-		seen := map[string]bool{}
-		for _, v := range vals() {
-			seen[v.String()] = true
-		}
-		return int64(len(seen)), true
-	}
-	vs := vals()
-	if len(vs) == 0 {
-		return nil, false
-	}
-	switch f.Op {
-	case schemas.OpMin, schemas.OpMax:
-		best := vs[0]
-		for _, v := range vs[1:] {
-			c := compare(v, best)
-			if (f.Op == schemas.OpMin && c < 0) || (f.Op == schemas.OpMax && c > 0) {
-				best = v
-			}
-		}
-		return best.Interface(), true
-	case schemas.OpMean:
-		s := 0.0
-		for _, v := range vs {
-			s += v.AsFloat()
-		}
-		return s / float64(len(vs)), true
-	case schemas.OpStddev:
-		mean := 0.0
-		for _, v := range vs {
-			mean += v.AsFloat()
-		}
-		mean /= float64(len(vs))
-		ss := 0.0
-		for _, v := range vs {
-			d := v.AsFloat() - mean
-			ss += d * d
-		}
-		return math.Sqrt(ss / float64(len(vs))), true
-	case schemas.OpLast:
-		// Latest event time; of equal times the largest value.
-		var bestT int64
-		var best schemas.Value
-		found := false
-		for _, e := range in {
-			v := e.Values[f.FieldIndex]
-			if v.IsNull() {
-				continue
-			}
-			if !found || e.Time > bestT || (e.Time == bestT && compare(v, best) > 0) {
-				bestT, best, found = e.Time, v, true
-			}
-		}
-		return best.Interface(), true
-	}
-	panic("unknown op " + f.Op)
-}
-
-func compare(a, b schemas.Value) int {
-	switch a.Type {
-	case schemas.String:
-		return strings.Compare(a.Str, b.Str)
-	case schemas.Float64:
-		switch {
-		case a.Float < b.Float:
-			return -1
-		case a.Float > b.Float:
-			return 1
-		}
-		return 0
-	}
-	switch {
-	case a.Int < b.Int:
-		return -1
-	case a.Int > b.Int:
-		return 1
-	}
-	return 0
+// events (package brute), under the window contract: the events with event
+// time in [floor(at − window), at), floor to the feature's tile size, that
+// the feature's filter written out in Go (oracleKeep) keeps. It shares no
+// code with tiles, the aggregation algebra or the expression evaluator.
+func expected(f schemas.Feature, events []schemas.Event, at time.Time) (any, bool) {
+	return brute.At(f, events, "", at.UnixMicro(), oracleKeep(f.Name))
 }
 
 // timeline is a random event history and live stream over a few entities,
@@ -377,7 +270,8 @@ func TestOracle(t *testing.T) {
 		time.Now().UTC(),                        // now
 	}
 	entities := []string{"a_1", "a_2", "a_3", "a_4", "a_5", "a_6", "nobody"}
-	checked, asOfs, derived := 0, 0, 0
+	checked, asOfs, derived := 0, 0, map[string]int{}
+	nonEmpty, beyondCapacity := map[string]int{}, map[string]int{}
 	for _, at := range reads {
 		got := postFeatures(t, hs.URL, set.Name, entities, at)
 		for _, ent := range got {
@@ -393,7 +287,7 @@ func TestOracle(t *testing.T) {
 					newest = e.EventTime()
 				}
 			}
-			brute := map[string]bruteValue{}
+			oracle := map[string]bruteValue{}
 			for _, f := range set.Features {
 				fj, present := ent.Features[f.Name]
 				if !present {
@@ -417,20 +311,37 @@ func TestOracle(t *testing.T) {
 					}
 					exact = a
 				}
-				want, ok := expected(set, f, evs, exact)
-				brute[f.Name] = bruteValue{want, ok, fj.AsOf}
+				want, ok := expected(f, evs, exact)
+				oracle[f.Name] = bruteValue{want, ok, fj.AsOf}
 				checked++
+				if ok && string(fj.Value) != "0" && string(fj.Value) != `{"buckets":{},"overflow":0}` {
+					nonEmpty[f.Name]++
+				}
+				if w, isTopK := want.(*brute.TopK); isTopK && len(w.Counts) > w.Capacity {
+					beyondCapacity[f.Name]++
+				}
 				if msg := compareValue(f, want, ok, fj); msg != "" {
 					t.Errorf("at %s %s/%s: %s", at.Format(time.RFC3339Nano), ent.Entity, f.Name, msg)
 				}
 			}
-			if checkShare(t, fmt.Sprintf("at %s %s", at.Format(time.RFC3339Nano), ent.Entity), ent.Features["notok_share_10m"], brute) {
-				derived++
+			for _, name := range checkDerived(t, fmt.Sprintf("at %s %s", at.Format(time.RFC3339Nano), ent.Entity), set, ent.Features, oracle) {
+				derived[name]++
 			}
 		}
 	}
-	if derived == 0 {
-		t.Error("every notok_share_10m was null: the test does not reach the derived feature")
+	for _, f := range set.Features {
+		if nonEmpty[f.Name] == 0 {
+			t.Errorf("%s was never other than empty: the test does not reach the op", f.Name)
+		}
+	}
+	if beyondCapacity["top2_n_2h"] == 0 {
+		t.Error("top2_n_2h never held more distinct values than its counters: the test does not reach the Misra-Gries bound")
+	}
+	t.Logf("top_k values checked beyond capacity (the error bound): %v", beyondCapacity)
+	for _, d := range set.Derived {
+		if derived[d.Name] == 0 {
+			t.Errorf("every %s was null: the test does not reach the derived feature", d.Name)
+		}
 	}
 	t.Logf("checked %d values at %d read times (%d exact at their head tile's start, as_of): %d history events, %d live, %d late", checked, len(reads), asOfs, len(tl.history), len(live), len(tl.late))
 	if asOfs == 0 {
@@ -446,30 +357,83 @@ type bruteValue struct {
 	asOf string
 }
 
-// checkShare checks the derived notok_share_10m = notok_cnt_10m / cnt_10m
-// against the brute-force values of its inputs, written out in Go: null
-// (NOT_FOUND) when cnt_10m is 0, as_of the earlier of the inputs'. It
-// reports whether the value was not null.
-func checkShare(t *testing.T, where string, got featureJSON, in map[string]bruteValue) bool {
+// oracleDerived are the derived features of testdata/oracle.yaml written
+// out in Go over the brute-force values of their inputs, sharing no code
+// with schemas' expressions: their inputs, and their value (ok false: null,
+// NOT_FOUND) as documented: division by zero is null, nulls propagate
+// through arithmetic and comparisons, coalesce takes the first non-null,
+// `or` is three-valued.
+var oracleDerived = map[string]struct {
+	inputs []string
+	value  func(in map[string]bruteValue) (any, bool)
+}{
+	"notok_share_10m": { // notok_cnt_10m / cnt_10m
+		[]string{"notok_cnt_10m", "cnt_10m"},
+		func(in map[string]bruteValue) (any, bool) {
+			n, c := in["notok_cnt_10m"].v.(int64), in["cnt_10m"].v.(int64)
+			if c == 0 {
+				return nil, false
+			}
+			return float64(n) / float64(c), true
+		},
+	},
+	"n_gap_1h": { // max_n_1h - min_n_1h
+		[]string{"max_n_1h", "min_n_1h"},
+		func(in map[string]bruteValue) (any, bool) {
+			hi, lo := in["max_n_1h"], in["min_n_1h"]
+			if !hi.ok || !lo.ok {
+				return nil, false
+			}
+			return hi.v.(int64) - lo.v.(int64), true
+		},
+	},
+	"low_or_busy": { // coalesce(max_n_1h, 0) < -400 or cnt_10m >= 8
+		[]string{"max_n_1h", "cnt_10m"},
+		func(in map[string]bruteValue) (any, bool) {
+			m := int64(0)
+			if in["max_n_1h"].ok {
+				m = in["max_n_1h"].v.(int64)
+			}
+			return m < -400 || in["cnt_10m"].v.(int64) >= 8, true
+		},
+	},
+}
+
+// checkDerived checks the derived features of an entity's response against
+// oracleDerived over the brute-force values of their inputs: the value,
+// NOT_FOUND for null, and as_of the earliest of the inputs'. It returns the
+// names of those that were not null.
+func checkDerived(t *testing.T, where string, set *schemas.FeatureSet, got map[string]featureJSON, in map[string]bruteValue) []string {
 	t.Helper()
-	n, c := in["notok_cnt_10m"], in["cnt_10m"]
-	asOf := n.asOf
-	if c.asOf != "" && (asOf == "" || c.asOf < asOf) {
-		asOf = c.asOf
-	}
-	if got.AsOf != asOf {
-		t.Errorf("%s: notok_share_10m as_of %q, want %q", where, got.AsOf, asOf)
-	}
-	if c.v.(int64) == 0 {
-		if msg := compareValue(schemas.Feature{}, nil, false, got); msg != "" {
-			t.Errorf("%s: notok_share_10m: %s", where, msg)
+	var nonNull []string
+	for _, d := range set.Derived {
+		o, ok := oracleDerived[d.Name]
+		if !ok {
+			t.Fatalf("no oracle for derived feature %s", d.Name)
 		}
-		return false
+		fj, present := got[d.Name]
+		if !present {
+			t.Errorf("%s: %s missing from the response", where, d.Name)
+			continue
+		}
+		asOf := ""
+		for _, name := range o.inputs {
+			if a := in[name].asOf; a != "" && (asOf == "" || a < asOf) {
+				asOf = a // RFC 3339 in UTC with the same precision: ordered as strings
+			}
+		}
+		if fj.AsOf != asOf {
+			t.Errorf("%s: %s as_of %q, want %q, the earliest of its inputs'", where, d.Name, fj.AsOf, asOf)
+		}
+		want, ok := o.value(in)
+		if msg := compareValue(schemas.Feature{Name: d.Name, FieldType: d.Type}, want, ok, fj); msg != "" {
+			t.Errorf("%s: %s: %s", where, d.Name, msg)
+		}
+		if ok {
+			nonNull = append(nonNull, d.Name)
+		}
 	}
-	if msg := compareValue(schemas.Feature{}, float64(n.v.(int64))/float64(c.v.(int64)), true, got); msg != "" {
-		t.Errorf("%s: notok_share_10m: %s", where, msg)
-	}
-	return true
+	return nonNull
 }
 
 func postFeatures(t *testing.T, base, set string, entities []string, at time.Time) []entityJSON {
@@ -496,9 +460,12 @@ func postFeatures(t *testing.T, base, set string, entities []string, at time.Tim
 }
 
 // compareValue reports how a served value differs from the oracle's, within
-// the documented tolerances: exact for counts, integer sums, min, max and
-// last; 1e-9 relative for float sums, means and stddev; HLL within 3
-// standard errors (exact at these small cardinalities).
+// the documented tolerances (brute.Agrees): exact for counts, integer sums,
+// min, max, first, last, last_k, first_k, histogram and top_k under its
+// capacity; 1e-9 relative for float sums, means and stddev; HLL within 3
+// standard errors (exact at these small cardinalities); top_k beyond its
+// capacity within the Misra-Gries bound; percentiles within 1% of the
+// exact ones and equal to a DDSketch built directly.
 func compareValue(f schemas.Feature, want any, ok bool, got featureJSON) string {
 	if !ok {
 		if got.Status != "NOT_FOUND" || string(got.Value) != "null" {
@@ -509,48 +476,9 @@ func compareValue(f schemas.Feature, want any, ok bool, got featureJSON) string 
 	if got.Status != "PRESENT" && got.Status != "STALE" {
 		return fmt.Sprintf("status %s, want PRESENT or STALE", got.Status)
 	}
-	dec := json.NewDecoder(bytes.NewReader(got.Value))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
+	v, err := brute.FromJSON(f, got.Value)
+	if err != nil {
 		return fmt.Sprintf("value %s: %v", got.Value, err)
 	}
-	switch w := want.(type) {
-	case int64:
-		n, err := v.(json.Number).Int64()
-		if err != nil {
-			return fmt.Sprintf("got %s, want integer %d", got.Value, w)
-		}
-		if f.Op == schemas.OpApproxCountDistinct {
-			if math.Abs(float64(n-w)) > math.Max(1, 3*aggregate.HLLStdError*float64(w)) {
-				return fmt.Sprintf("got %d, want %d ± 3σ", n, w)
-			}
-			return ""
-		}
-		if n != w {
-			return fmt.Sprintf("got %d, want %d", n, w)
-		}
-	case float64:
-		x, err := v.(json.Number).Float64()
-		if err != nil || math.Abs(x-w) > 1e-9*math.Max(1, math.Abs(w)) {
-			return fmt.Sprintf("got %s, want %v", got.Value, w)
-		}
-	case string:
-		if v != w {
-			return fmt.Sprintf("got %s, want %q", got.Value, w)
-		}
-	case bool:
-		if v != w {
-			return fmt.Sprintf("got %s, want %v", got.Value, w)
-		}
-	case time.Time:
-		s, _ := v.(string)
-		gt, err := time.Parse(time.RFC3339Nano, s)
-		if err != nil || !gt.Equal(w) {
-			return fmt.Sprintf("got %s, want %s", got.Value, w.Format(time.RFC3339Nano))
-		}
-	default:
-		return fmt.Sprintf("oracle value %T not handled", want)
-	}
-	return ""
+	return brute.Agrees(f, v, want)
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/tandem-fp/tandem/pipelines/training/trainpipe"
 	"github.com/tandem-fp/tandem/schemas"
 	"github.com/tandem-fp/tandem/schemas/sample"
+	"github.com/tandem-fp/tandem/schemas/schemastest/brute"
 	"github.com/tandem-fp/tandem/serving"
 )
 
@@ -173,6 +174,15 @@ func TestZeroSkew(t *testing.T) {
 				nonZero++
 			}
 		}
+		for _, d := range set.Derived {
+			served, trained := r.values[d.Name], row[set.Name+"__"+d.Name]
+			compared++
+			if msg := sameExactly(schemas.Feature{Name: d.Name, FieldType: d.Type}, served, trained); msg != "" {
+				t.Errorf("read %d %s/%s at %s: served %s %s, training %v: %s", i, r.entity, d.Name, r.at.Format(time.RFC3339Nano), served.Value, served.Status, trained, msg)
+			} else if string(served.Value) != "null" {
+				nonZero++
+			}
+		}
 	}
 	t.Logf("zero skew: %d values of %d reads compared (%d neither 0 nor null), over %d events", compared, len(reads), nonZero, len(all))
 	if len(rows) != len(reads) || nonZero < compared/2 {
@@ -245,7 +255,11 @@ func sameExactly(f schemas.Feature, served featureJSON, trained any) string {
 			return "instants differ"
 		}
 	default:
-		if fmt.Sprint(sv) != fmt.Sprint(trained) {
+		// Composites as canonical values: floats (percentiles) by value,
+		// which fmt prints exactly, whatever the JSON writers' spelling.
+		a, err1 := brute.Canon(f, sv)
+		b, err2 := brute.Canon(f, trained)
+		if err1 != nil || err2 != nil || fmt.Sprint(a) != fmt.Sprint(b) {
 			return "values differ"
 		}
 	}

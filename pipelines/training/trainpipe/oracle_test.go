@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
-	"fmt"
-	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -26,6 +24,7 @@ import (
 	"github.com/tandem-fp/tandem/schemas"
 	"github.com/tandem-fp/tandem/schemas/sample"
 	"github.com/tandem-fp/tandem/schemas/schemastest"
+	"github.com/tandem-fp/tandem/schemas/schemastest/brute"
 )
 
 func TestMain(m *testing.M) { ptest.Main(m) }
@@ -154,134 +153,17 @@ func oracleInstants(events []schemas.Event, rng *rand.Rand) []struct {
 }
 
 // bruteForce computes feature f at `at` from the raw events, by its
-// definition: the events of the entity with time in [floor((at−W)/T)·T,
-// at). It shares no code with the tiles or the algebra; floating-point
-// results are plain sums, so they agree to rounding only, and distinct
-// counts are exact. ok is false where the server says NOT_FOUND.
+// definition (package brute: the events of the entity with time in
+// [floor((at−W)/T)·T, at) that the feature's filter, written out in Go by
+// oracleKeep, keeps), sharing no code with the tiles, the algebra or the
+// expression evaluator. ok is false where the server says NOT_FOUND.
 func bruteForce(f schemas.Feature, events []schemas.Event, key string, at int64) (v any, ok bool) {
-	w, t := f.Window.Microseconds(), f.Tile.Microseconds()
-	lo := at - w
-	lo -= ((lo % t) + t) % t
-	var in []schemas.Event
-	keep := oracleKeep(f.Name)
-	for _, e := range events {
-		if e.Key == key && e.Time >= lo && e.Time < at && keep(e) {
-			in = append(in, e)
-		}
-	}
-	if f.Op == schemas.OpCount {
-		return int64(len(in)), true
-	}
-	var vs []schemas.Value
-	var ts []int64
-	for _, e := range in {
-		if v := e.Values[f.FieldIndex]; !v.IsNull() {
-			vs, ts = append(vs, v), append(ts, e.Time)
-		}
-	}
-	num := func(v schemas.Value) float64 {
-		if v.Type == schemas.Float64 {
-			return v.Float
-		}
-		return float64(v.Int)
-	}
-	switch f.Op {
-	case schemas.OpFirst, schemas.OpLastK, schemas.OpFirstK, schemas.OpTopK, schemas.OpApproxPercentile, schemas.OpHistogram:
-		return bruteComposite(f, vs, ts)
-	case schemas.OpSum:
-		if f.FieldType == schemas.Int64 {
-			var s int64
-			for _, v := range vs {
-				s += v.Int
-			}
-			return s, true
-		}
-		s := 0.0
-		for _, v := range vs {
-			s += v.Float
-		}
-		return s, true
-	case schemas.OpApproxCountDistinct:
-		seen := map[string]bool{}
-		for _, v := range vs {
-			seen[fmt.Sprint(v.Type, v.Int, v.Float, v.Str)] = true
-		}
-		return int64(len(seen)), true
-	}
-	if len(vs) == 0 {
-		return nil, false
-	}
-	switch f.Op {
-	case schemas.OpMin, schemas.OpMax:
-		best := vs[0]
-		for _, v := range vs[1:] {
-			var less bool
-			switch v.Type {
-			case schemas.String:
-				less = v.Str < best.Str
-			case schemas.Float64:
-				less = v.Float < best.Float
-			default:
-				less = v.Int < best.Int
-			}
-			greater := !less && v != best
-			if f.Op == schemas.OpMin && less || f.Op == schemas.OpMax && greater {
-				best = v
-			}
-		}
-		return plain(best), true
-	case schemas.OpMean:
-		s := 0.0
-		for _, v := range vs {
-			s += num(v)
-		}
-		return s / float64(len(vs)), true
-	case schemas.OpStddev:
-		m := 0.0
-		for _, v := range vs {
-			m += num(v)
-		}
-		m /= float64(len(vs))
-		ss := 0.0
-		for _, v := range vs {
-			ss += (num(v) - m) * (num(v) - m)
-		}
-		return math.Sqrt(ss / float64(len(vs))), true
-	case schemas.OpLast:
-		bi := 0
-		for i := range vs {
-			if ts[i] > ts[bi] || ts[i] == ts[bi] && larger(vs[i], vs[bi]) {
-				bi = i
-			}
-		}
-		return plain(vs[bi]), true
-	}
-	panic("unknown op " + f.Op)
-}
-
-func larger(a, b schemas.Value) bool {
-	switch a.Type {
-	case schemas.String:
-		return a.Str > b.Str
-	case schemas.Float64:
-		return a.Float > b.Float
-	}
-	return a.Int > b.Int
+	return brute.At(f, events, key, at, oracleKeep(f.Name))
 }
 
 // plain is a value as the output files give it back: string, int64,
-// float64 or bool.
-func plain(v schemas.Value) any {
-	switch v.Type {
-	case schemas.String:
-		return v.Str
-	case schemas.Float64:
-		return v.Float
-	case schemas.Bool:
-		return v.Int != 0
-	}
-	return v.Int
-}
+// float64 or bool (timestamps as Unix µs).
+func plain(v schemas.Value) any { return brute.Plain(v) }
 
 // writeEvents writes events as JSON lines to dir/events.jsonl.
 func writeEvents(t *testing.T, dir string, set *schemas.FeatureSet, events []schemas.Event) string {
@@ -581,28 +463,9 @@ func labelOf(t *testing.T, v any) int {
 	return 0
 }
 
-// agrees compares a pipeline value with brute force: exactly, but floats to
-// 1e-9 relative and distinct counts within the sketch's error.
-func agrees(f schemas.Feature, got, want any) bool {
-	if got == nil || want == nil {
-		return got == nil && want == nil
-	}
-	if f.ResultType().Composite() {
-		return agreesComposite(got, want)
-	}
-	switch w := want.(type) {
-	case float64:
-		g, ok := got.(float64)
-		return ok && math.Abs(g-w) <= 1e-9*max(1, math.Abs(w))
-	case int64:
-		g, ok := got.(int64)
-		if f.Op == schemas.OpApproxCountDistinct {
-			return ok && math.Abs(float64(g-w)) <= 0.03*float64(w)
-		}
-		return ok && g == w
-	}
-	return got == want
-}
+// agrees compares a pipeline value with brute force, within the documented
+// tolerances (brute.Agrees).
+func agrees(f schemas.Feature, got, want any) bool { return brute.Agrees(f, got, want) == "" }
 
 // writeSpine writes a spine in the format of path's extension: every value
 // a string, but the label column an integer in JSON lines and Parquet.
