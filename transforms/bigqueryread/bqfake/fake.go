@@ -404,7 +404,7 @@ func (s *Server) fault(m Method, name string, stream int, offset int64) error {
 		if f.Method != m || f.Times > 0 && f.fired[name] >= f.Times {
 			continue
 		}
-		if m == ReadRows && (f.Stream != AnyStream && f.Stream != stream || offset < f.Offset) {
+		if m == ReadRows && f.Stream != AnyStream && f.Stream != stream || (m == ReadRows || m == AppendRows) && offset < f.Offset {
 			continue
 		}
 		if f.fired == nil {
