@@ -151,31 +151,31 @@ func main() {
 
 const filesPrefix = "files:"
 
-// requests are the features asked for: a service's, or every feature of
-// each --featureset.
-func requests() ([]trainpipe.Request, error) {
+// requests are the features asked for: a service's (returned too, for its
+// derived features), or every feature of each --featureset.
+func requests() ([]trainpipe.Request, *schemas.Service, error) {
 	var reqs []trainpipe.Request
 	if *service != "" {
 		if _, err := os.Stat(*service); err != nil {
-			return nil, fmt.Errorf("--service: %w", err)
+			return nil, nil, fmt.Errorf("--service: %w", err)
 		}
 		svc, err := schemas.LoadServiceWithSets(*service, featureSets...)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for _, e := range svc.Entries {
 			reqs = append(reqs, trainpipe.Request{Set: e.Set, Keys: e.Keys, Features: e.FeatureNames()})
 		}
-		return reqs, nil
+		return reqs, svc, nil
 	}
 	sets, err := schemas.LoadAll(featureSets...)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for _, set := range sets {
 		reqs = append(reqs, trainpipe.Request{Set: set})
 	}
-	return reqs, nil
+	return reqs, nil, nil
 }
 
 func run(ctx context.Context) error {
@@ -208,7 +208,7 @@ func run(ctx context.Context) error {
 	} else if cfg.Output.Path, ok = strings.CutPrefix(*output, filesPrefix); !ok {
 		return fmt.Errorf("--output %q: want files:PATH.parquet, .csv or .jsonl, or bq:PROJECT.DATASET.TABLE", *output)
 	}
-	if cfg.Requests, err = requests(); err != nil {
+	if cfg.Requests, cfg.Service, err = requests(); err != nil {
 		return err
 	}
 	if err := overrideSources(cfg.Requests, sources); err != nil {

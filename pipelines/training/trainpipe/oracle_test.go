@@ -548,14 +548,7 @@ func TestTwoSets(t *testing.T) {
 	users := schemastest.MustParse(t, usersDef)
 	rng := rand.New(rand.NewPCG(21, 22))
 	acctEvents := oracleEvents(acct, rng)
-	var userEvents []schemas.Event
-	t0 := oracleT0.UnixMicro()
-	for range 2000 {
-		uid := rng.Int64N(5) + 1
-		at := t0 + rng.Int64N(int64(72*time.Hour/time.Microsecond))
-		userEvents = append(userEvents, schemas.Event{Key: strconv.FormatInt(uid, 10), Time: at,
-			Values: []schemas.Value{schemas.Int64Value(uid), schemas.Int64Value(rng.Int64N(20)), {Type: schemas.Timestamp, Int: at}}})
-	}
+	userEvents := usersEvents(rng, 2000)
 	dir := t.TempDir()
 	acctPath := writeEvents(t, filepath.Join(dir), acct, acctEvents)
 	usersDir := filepath.Join(dir, "users")

@@ -100,6 +100,10 @@ type Config struct {
 	DeadLetter string
 	// BigQuery is how to reach BigQuery, for BigQuery event sources.
 	BigQuery batchpipe.BigQueryConfig
+	// Service, when set, is the feature service the requests are (its
+	// entries, in order, with their features): its own derived features
+	// are written after the features (see derived.go).
+	Service *schemas.Service
 
 	// Spine is what Prepare learned from the spine; Build needs it.
 	Spine *Spine
@@ -211,6 +215,16 @@ func Prepare(ctx context.Context, cfg *Config) error {
 			}
 		}
 	}
+	if cfg.Service != nil {
+		if err := cfg.checkService(); err != nil {
+			return err
+		}
+		for _, c := range cfg.derivedColumns() {
+			if names[c.Name] {
+				return fmt.Errorf("%w: the spine already has a column %q", ErrConfig, c.Name)
+			}
+		}
+	}
 	if cfg.Output.Table != "" {
 		return prepareBigQueryOutput(ctx, cfg)
 	}
@@ -254,7 +268,7 @@ func (cfg *Config) Columns() []Column {
 			cols = append(cols, featureColumn(r.Set.Name, r.Set.Features[o]))
 		}
 	}
-	return cols
+	return append(cols, cfg.derivedColumns()...)
 }
 
 // ReadRange is the event-time range [from, to) read for a request: from
@@ -315,7 +329,10 @@ func Build(s beam.Scope, cfg *Config) error {
 		offset += len(r.feats)
 	}
 	if !single {
-		out = joinRows(s.Scope("Join"), len(cols), rows, beam.Flatten(s, perSet...))
+		out = joinRows(s.Scope("Join"), len(cols)-len(cfg.derivedColumns()), rows, beam.Flatten(s, perSet...))
+	}
+	if len(cfg.derivedColumns()) > 0 {
+		out = deriveRows(s, cfg, out)
 	}
 	var written beam.PCollection
 	if cfg.Output.Table != "" {
