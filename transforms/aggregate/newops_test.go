@@ -1,8 +1,10 @@
 package aggregate
 
 import (
+	"bytes"
 	"errors"
 	"math"
+	"reflect"
 	"slices"
 	"sort"
 	"testing"
@@ -206,7 +208,7 @@ func TestTopKErrorBound(t *testing.T) {
 			mustMerge(t, parts[i], other)
 			parts = slices.Delete(parts, i+1, i+2)
 		}
-		sum := parts[0].(*topKPartial)
+		sum := parts[0].(*topKPartial).reduced() // as Result and the encoding see it
 		if len(sum.items) > c {
 			t.Fatalf("trial %d: %d counters, capacity %d", trial, len(sum.items), c)
 		}
@@ -384,6 +386,57 @@ func TestNewOpsRandomSplitsAgainstBruteForce(t *testing.T) {
 			if d := cmp.Diff(tc.want, resultOf(parts[0])); d != "" {
 				t.Fatalf("%s over %d events differs from brute force (-want +got):\n%s", tc.op, len(evs), d)
 			}
+		}
+	}
+}
+
+// TestTopKMergeOrder merges the same tiles in many orders and trees, with
+// more distinct values between them than the counters (each tile within
+// them): the result and the encoding are the same every time, so a
+// window's value does not depend on the order its tiles are merged in (the
+// server's and the training pipeline's differ).
+func TestTopKMergeOrder(t *testing.T) {
+	r := rngFor(t)
+	const k = 2
+	c := TopKCapacity(k)
+	var tiles []Partial
+	distinct := map[int64]bool{}
+	for range 8 {
+		p, _ := NewWith(schemas.OpTopK, schemas.Int64, Params{K: k})
+		for range 400 {
+			p.Add(i64(r.Int64N(100)+r.Int64N(3)*int64(r.IntN(300))), 0)
+		}
+		if n := len(p.(*topKPartial).items); n > c {
+			t.Fatalf("a tile holds %d counters, more than its %d", n, c)
+		}
+		for _, x := range p.(*topKPartial).items {
+			distinct[x.v.Int] = true
+		}
+		tiles = append(tiles, mustDecode(t, mustEncode(t, p)))
+	}
+	var want []byte
+	var wantV schemas.Value
+	for trial := range 50 {
+		parts := make([]Partial, len(tiles))
+		for i, j := range r.Perm(len(tiles)) {
+			parts[i] = tiles[j].Clone()
+		}
+		for len(parts) > 1 { // a random merge tree
+			i := r.IntN(len(parts) - 1)
+			mustMerge(t, parts[i], parts[i+1])
+			parts = slices.Delete(parts, i+1, i+2)
+		}
+		got := mustEncode(t, parts[0])
+		v, _ := parts[0].Result()
+		if trial == 0 {
+			want, wantV = got, v
+			if len(distinct) <= c {
+				t.Fatalf("the tiles hold %d distinct values between them, want more than the %d counters", len(distinct), c)
+			}
+			continue
+		}
+		if !bytes.Equal(got, want) || !reflect.DeepEqual(v, wantV) {
+			t.Fatalf("merge order %d: %v, want %v", trial, v, wantV)
 		}
 	}
 }

@@ -31,8 +31,15 @@ type counted struct {
 // then underestimates its value's count by at most (N − S)/(c+1) ≤
 // N/(c+1), where N is the number of values added and S the sum of the
 // counters, and every value that occurs more than N/(c+1) times keeps a
-// counter; this bound holds for any merge tree, but which values are kept
-// (and their counts) may then depend on the order of adds and merges.
+// counter; this bound holds for any merge tree.
+//
+// Merge adds the counters exactly and leaves the reduction to Result and
+// the encoding (and to a merge past MergeSlack times the capacity), so
+// the value of a window — the merge of its tiles — does not depend on the
+// order the tiles are merged in: the server (batch cells, then stream
+// cells) and the training pipeline (newest tile first) get the same
+// answer. Which values a tile keeps depends on the order of its adds only
+// when the tile itself holds more than c distinct values.
 type topKPartial struct {
 	typ   schemas.Type
 	k     int
@@ -85,8 +92,25 @@ func (p *topKPartial) Merge(other Partial) error {
 	merged := mergeCounts(p.spare[:0], p.items, o.items, func(a, b counted) int { return compareValues(a.v, b.v) },
 		func(a, b counted) counted { return counted{a.v, a.n + b.n} })
 	p.items, p.spare = merged, p.items
-	p.reduce()
+	if len(p.items) > topKMergeSlack*TopKCapacity(p.k) {
+		p.reduce() // bound the memory of a merge of very many wide tiles
+	}
 	return nil
+}
+
+// topKMergeSlack bounds a merged summary before Result or the encoding
+// reduce it: 64 times the capacity (8,192 counters for k ≤ 16), more than
+// the tiles of a 7-day window of 3-hour tiles (56) each at capacity hold.
+const topKMergeSlack = 64
+
+// reduced returns p brought to its capacity, p itself when it is.
+func (p *topKPartial) reduced() *topKPartial {
+	if len(p.items) <= TopKCapacity(p.k) {
+		return p
+	}
+	c := &topKPartial{typ: p.typ, k: p.k, items: slices.Clone(p.items)}
+	c.reduce()
+	return c
 }
 
 // reduce brings the summary back to its capacity: it subtracts the
@@ -114,7 +138,7 @@ func (p *topKPartial) Result() (schemas.Value, bool) {
 	if len(p.items) == 0 {
 		return schemas.Value{}, false
 	}
-	top := slices.Clone(p.items)
+	top := slices.Clone(p.reduced().items)
 	slices.SortStableFunc(top, func(a, b counted) int { return cmp.Compare(b.n, a.n) })
 	top = top[:min(p.k, len(top))]
 	items := make([]schemas.Item, len(top))
@@ -126,6 +150,7 @@ func (p *topKPartial) Result() (schemas.Value, bool) {
 }
 
 func (p *topKPartial) AppendBinary(b []byte) ([]byte, error) {
+	p = p.reduced()
 	b = appendHeader(b, schemas.OpTopK, p.typ)
 	b = appendUvarint(b, uint64(p.k))
 	b = appendUvarint(b, uint64(len(p.items)))
