@@ -410,49 +410,63 @@ func (p *defParser) feature(n ast.Node, field string, ref func(ast.Node, string,
 // derived parses the derived features at n into fs, whose features are
 // indexed. firstLine maps the feature names to their lines.
 func (p *defParser) derived(fs *FeatureSet, n ast.Node, firstLine map[string]int) {
-	items, ok := p.sequence(n, "derived")
+	p.derivedList(n, "derived", firstLine, func(d Derived) error {
+		fs.Derived = append(fs.Derived, d)
+		if err := fs.compileDerived(len(fs.Derived) - 1); err != nil {
+			fs.Derived = fs.Derived[:len(fs.Derived)-1]
+			return err
+		}
+		return nil
+	}, func() { fs.Derived = fs.Derived[:len(fs.Derived)-1] }, func() []int { return fs.Derived[len(fs.Derived)-1].Inputs })
+}
+
+// derivedList parses a list of derived features (name, expr) at n (path
+// field), of a feature set or a feature service: each name checked
+// against firstLine (the names defined so far, with their lines), then
+// add appends and compiles it, drop removes the last one added (it reads
+// no feature) and inputs returns its inputs.
+func (p *defParser) derivedList(n ast.Node, field string, firstLine map[string]int, add func(Derived) error, drop func(), inputs func() []int) {
+	items, ok := p.sequence(n, field)
 	if !ok {
 		return
 	}
 	for i, item := range items {
-		field := fmt.Sprintf("derived[%d]", i)
-		m, ok := p.object(item, field, false, derivedKeys...)
+		path := fmt.Sprintf("%s[%d]", field, i)
+		m, ok := p.object(item, path, false, derivedKeys...)
 		if !ok {
 			continue
 		}
 		var d Derived
-		e, ok := p.required(m, item, field, "name")
+		e, ok := p.required(m, item, path, "name")
 		if !ok {
 			continue
 		}
-		if d.Name, ok = p.scalar(e.value, field+".name"); !ok {
+		if d.Name, ok = p.scalar(e.value, path+".name"); !ok {
 			continue
 		}
 		if !isName(d.Name) {
-			p.errorf(e.value, field+".name", badNameReason, d.Name)
+			p.errorf(e.value, path+".name", badNameReason, d.Name)
 			continue
 		}
 		if line, dup := firstLine[d.Name]; dup {
-			p.errorf(e.value, field+".name", "duplicate feature name %q (first defined at line %d)", d.Name, line)
+			p.errorf(e.value, path+".name", "duplicate feature name %q (first defined at line %d)", d.Name, line)
 			continue
 		}
 		firstLine[d.Name] = nodeLine(e.value)
-		x, ok := p.required(m, item, field, "expr")
+		x, ok := p.required(m, item, path, "expr")
 		if !ok {
 			continue
 		}
-		if d.Expr, ok = p.scalar(x.value, field+".expr"); !ok {
+		if d.Expr, ok = p.scalar(x.value, path+".expr"); !ok {
 			continue
 		}
-		fs.Derived = append(fs.Derived, d)
-		if err := fs.compileDerived(len(fs.Derived) - 1); err != nil {
-			p.errorf(x.value, field+".expr", "%v", err)
-			fs.Derived = fs.Derived[:len(fs.Derived)-1]
+		if err := add(d); err != nil {
+			p.errorf(x.value, path+".expr", "%v", err)
 			continue
 		}
-		if len(fs.Derived[len(fs.Derived)-1].Inputs) == 0 {
-			p.errorf(x.value, field+".expr", "reads no feature")
-			fs.Derived = fs.Derived[:len(fs.Derived)-1]
+		if len(inputs()) == 0 {
+			p.errorf(x.value, path+".expr", "reads no feature")
+			drop()
 		}
 	}
 }

@@ -88,9 +88,14 @@ func (fs *FeatureSet) StoredInputs(outs []int) []int {
 // inputs were not read is computed over nulls; callers read only the
 // derived features whose StoredInputs they read.
 func (fs *FeatureSet) EvalDerived(vals []Value, asOf []int64) {
-	n := len(fs.Features)
-	for j := range fs.Derived {
-		d := &fs.Derived[j]
+	evalDerived(fs.Derived, len(fs.Features), vals, asOf)
+}
+
+// evalDerived computes ds, whose slots follow the n slots of stored
+// values, in order (see FeatureSet.EvalDerived).
+func evalDerived(ds []Derived, n int, vals []Value, asOf []int64) {
+	for j := range ds {
+		d := &ds[j]
 		vals[n+j] = d.Compiled.Eval(vals)
 		if asOf == nil {
 			continue
@@ -134,19 +139,25 @@ func (fs *FeatureSet) outputEnv(j int) ExprEnv {
 // compileDerived compiles derived feature j and resolves its inputs; the
 // stored features and the derived ones before it are indexed.
 func (fs *FeatureSet) compileDerived(j int) error {
-	d := &fs.Derived[j]
+	return compileDerived(fs.Derived, j, len(fs.Features), fs.outputEnv(j))
+}
+
+// compileDerived compiles ds[j] in env, whose slots are n stored values
+// then ds[:j], and resolves its inputs to stored slots.
+func compileDerived(ds []Derived, j, n int, env ExprEnv) error {
+	d := &ds[j]
 	d.Index = j
-	x, err := CompileExpr(d.Expr, fs.outputEnv(j), Null)
+	x, err := CompileExpr(d.Expr, env, Null)
 	if err != nil {
 		return err
 	}
 	d.Compiled, d.Type = x, x.Type()
 	d.Inputs = nil
 	for _, s := range x.Refs() {
-		if s < len(fs.Features) {
+		if s < n {
 			d.Inputs = append(d.Inputs, s)
 		} else {
-			d.Inputs = append(d.Inputs, fs.Derived[s-len(fs.Features)].Inputs...)
+			d.Inputs = append(d.Inputs, ds[s-n].Inputs...)
 		}
 	}
 	slices.Sort(d.Inputs)

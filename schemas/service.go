@@ -21,7 +21,7 @@ const ServicesDir = "services"
 // The keys of each mapping of a feature-service definition. Keys may be
 // added, never renamed.
 var (
-	serviceKeys      = []string{"name", "description", "features"}
+	serviceKeys      = []string{"name", "description", "features", "derived"}
 	serviceEntryKeys = []string{"featureset", "key", "features"}
 )
 
@@ -34,10 +34,14 @@ type Service struct {
 	Name        string
 	Description string
 	Entries     []ServiceEntry // in file order, one per feature set
+	// Derived are the service's own derived features (YAML key derived),
+	// over its feature columns (see service_derived.go).
+	Derived []Derived
 	// File is the path the definition was loaded from ("" if parsed from bytes).
 	File string
 
 	nameLine int
+	width    int // len(FeatureColumns())
 }
 
 // ServiceEntry is the part of a service that one feature set provides.
@@ -116,6 +120,7 @@ type serviceJSON struct {
 	Description string             `json:"description,omitempty"`
 	Keys        []fieldJSON        `json:"keys"`
 	Features    []serviceEntryJSON `json:"features"`
+	Derived     []derivedJSON      `json:"derived,omitempty"`
 }
 
 type serviceEntryJSON struct {
@@ -128,9 +133,10 @@ type serviceEntryJSON struct {
 
 // MarshalJSON encodes s as {"name", "description", "keys": [{"name",
 // "type"}], "features": [{"featureset", "key", "key_type", "keys",
-// "features"}]}: each entry's "keys" are its key columns, one per part of
-// the set's entity key; "key" and "key_type" name the one column of a
-// single-key set (omitted for a composite key).
+// "features"}], "derived": [{"name", "expr", "result_type"}]}: each
+// entry's "keys" are its key columns, one per part of the set's entity
+// key; "key" and "key_type" name the one column of a single-key set
+// (omitted for a composite key); derived only when there are any.
 func (s *Service) MarshalJSON() ([]byte, error) {
 	j := serviceJSON{Name: s.Name, Description: s.Description, Keys: []fieldJSON{}}
 	for _, c := range s.Keys() {
@@ -145,6 +151,9 @@ func (s *Service) MarshalJSON() ([]byte, error) {
 			je.Key, je.KeyType = je.Keys[0].Name, je.Keys[0].Type
 		}
 		j.Features = append(j.Features, je)
+	}
+	for _, d := range s.Derived {
+		j.Derived = append(j.Derived, derivedJSON{Name: d.Name, Expr: d.Expr, ResultType: d.Type.String()})
 	}
 	return json.Marshal(j)
 }
@@ -279,6 +288,10 @@ func (p *defParser) parseService(data []byte, sets []*FeatureSet) *Service {
 			svc.Entries = append(svc.Entries, entry)
 		}
 	}
+	if d, ok := top["derived"]; ok && len(p.errs) == 0 {
+		sp.serviceDerived(svc, d.value)
+	}
+	svc.width = len(svc.FeatureColumns())
 	return svc
 }
 

@@ -134,7 +134,7 @@ func TestParseServiceRejects(t *testing.T) {
 		{
 			name: "unknown top key",
 			old:  "description: scores a card transaction", new: "owner: fraud-team",
-			want: []string{`svc.yaml:2: owner: unknown key (want one of name, description, features)`},
+			want: []string{`svc.yaml:2: owner: unknown key (want one of name, description, features, derived)`},
 		},
 		{
 			name: "typo'd entry key",

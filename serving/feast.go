@@ -38,7 +38,8 @@ import (
 // values.
 const feastEpoch = `"1970-01-01T00:00:00Z"`
 
-// feastColumn is one feature of a Feast response: a slot of a part.
+// feastColumn is one feature of a Feast response: a slot of a part, or
+// (part == len(parts)) the service's derived feature slot.
 type feastColumn struct {
 	part, slot int
 	name       string
@@ -110,6 +111,20 @@ func (s *Server) feastOnline(w http.ResponseWriter, r *http.Request) error {
 			cols = append(cols, feastColumn{part: pi, slot: slot, name: name})
 		}
 	}
+	if ss.svc != nil {
+		for j, d := range ss.svc.Derived {
+			name := d.Name
+			if fullNames {
+				name = schemas.ServiceDerivedColumn(ss.svc.Name, name)
+			}
+			if prev, dup := byName[name]; dup {
+				return badInput(ErrBadRequest, "feature name %s is that of a feature of %s and of a derived feature of service %s; set full_feature_names to true",
+					name, ss.parts[cols[prev].part].st.fs.Name, ss.svc.Name)
+			}
+			byName[name] = len(cols)
+			cols = append(cols, feastColumn{part: len(ss.parts), slot: j, name: name})
+		}
+	}
 	if ss.order != nil {
 		ordered := make([]feastColumn, len(cols))
 		for i, c := range ss.order {
@@ -163,6 +178,13 @@ func (s *Server) feastOnline(w http.ResponseWriter, r *http.Request) error {
 	}
 	for _, c := range cols {
 		res := func(i int) result { return rd.res[c.part][rd.pos[c.part][i]][c.slot] }
+		stale := false
+		if c.part == len(ss.parts) {
+			res = func(i int) result { return rd.derived[i][c.slot] }
+			stale = rd.derivedStale[c.slot]
+		} else {
+			stale = rd.stale[c.part]
+		}
 		b = append(b, `,{"values":`...)
 		list(len(rows), func(i int) {
 			if v := res(i); v.ok {
@@ -176,7 +198,7 @@ func (s *Server) feastOnline(w http.ResponseWriter, r *http.Request) error {
 			switch {
 			case !res(i).ok:
 				b = append(b, `"NOT_FOUND"`...)
-			case rd.stale[c.part]:
+			case stale:
 				b = append(b, `"OUTSIDE_MAX_AGE"`...)
 			default:
 				b = append(b, `"PRESENT"`...)

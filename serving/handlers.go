@@ -536,22 +536,27 @@ func (p *plan) appendFeatures(b []byte, res []result, stale bool) []byte {
 			b = append(b, ',')
 		}
 		b = append(b, p.st.prefix[o]...)
-		r := res[p.shape.order[k]]
-		switch {
-		case !r.ok:
-			b = append(b, `null,"status":"NOT_FOUND"`...)
-		case stale:
-			b = appendValue(b, r.v)
-			b = append(b, `,"status":"STALE"`...)
-		default:
-			b = appendValue(b, r.v)
-			b = append(b, `,"status":"PRESENT"`...)
-		}
-		if r.asOf != 0 {
-			b = append(b, `,"as_of":`...)
-			b = appendTime(b, time.UnixMicro(r.asOf))
-		}
-		b = append(b, '}')
+		b = appendResult(b, res[p.shape.order[k]], stale)
+	}
+	return append(b, '}')
+}
+
+// appendResult appends the rest of a feature's object after `{"value":`:
+// the value, its status and its as_of, and the closing brace.
+func appendResult(b []byte, r result, stale bool) []byte {
+	switch {
+	case !r.ok:
+		b = append(b, `null,"status":"NOT_FOUND"`...)
+	case stale:
+		b = appendValue(b, r.v)
+		b = append(b, `,"status":"STALE"`...)
+	default:
+		b = appendValue(b, r.v)
+		b = append(b, `,"status":"PRESENT"`...)
+	}
+	if r.asOf != 0 {
+		b = append(b, `,"as_of":`...)
+		b = appendTime(b, time.UnixMicro(r.asOf))
 	}
 	return append(b, '}')
 }

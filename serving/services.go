@@ -38,6 +38,11 @@ type serviceState struct {
 	// order maps the feature columns of a Feast response, in request order,
 	// to the parts' features taken in part order (nil: that order itself).
 	order []int
+	// svc is the loaded service (nil for Feast's ad hoc "features"); its
+	// derived features are computed over the parts' values, each STALE
+	// when a part it reads is (derivedParts).
+	svc          *schemas.Service
+	derivedParts [][]int
 }
 
 // servicePart is the part of a service that one feature set provides.
@@ -92,7 +97,10 @@ func sameKeyTypes(a, b []schemas.Column) bool {
 // newServiceState resolves svc against the served sets by name: every set
 // it uses must be served, with the features it names and the same key type.
 func (s *Server) newServiceState(svc *schemas.Service) (*serviceState, error) {
-	ss := &serviceState{name: svc.Name, keys: svc.Keys()}
+	ss := &serviceState{name: svc.Name, keys: svc.Keys(), svc: svc}
+	for j := range svc.Derived {
+		ss.derivedParts = append(ss.derivedParts, svc.DerivedEntries(j))
+	}
 	b, err := svc.MarshalJSON()
 	if err != nil {
 		return nil, fmt.Errorf("encode service %s: %w", svc.Name, err)
@@ -254,6 +262,52 @@ type serviceRead struct {
 	res   [][][]result // part → entity → feature slot
 	fresh []Freshness
 	stale []bool
+	// derived holds the service's derived features: row → derived feature;
+	// derivedStale whether each is STALE.
+	derived      [][]result
+	derivedStale []bool
+}
+
+// derive computes the service's derived features of every row with the
+// one evaluator the training pipeline uses too (schemas.Service.EvalDerived):
+// NOT_FOUND when null, STALE when a set it reads is, exact at the earliest
+// as_of of its inputs.
+func (rd *serviceRead) derive(ss *serviceState, rows int) {
+	svc := ss.svc
+	width := len(svc.FeatureColumns())
+	n := width + len(svc.Derived)
+	rd.derivedStale = make([]bool, len(svc.Derived))
+	for j, parts := range ss.derivedParts {
+		for _, pi := range parts {
+			rd.derivedStale[j] = rd.derivedStale[j] || rd.stale[pi]
+		}
+	}
+	rd.derived = make([][]result, rows)
+	flat := make([]result, rows*len(svc.Derived))
+	vals := make([]schemas.Value, n)
+	asOf := make([]int64, n)
+	for i := range rows {
+		clear(vals)
+		c := 0
+		for pi, p := range ss.parts {
+			res := rd.res[pi][rd.pos[pi][i]]
+			for k := range p.shape.outs {
+				r := res[p.shape.order[k]]
+				if r.ok {
+					vals[c] = r.v
+				}
+				asOf[c] = r.asOf
+				c++
+			}
+		}
+		svc.EvalDerived(vals, asOf)
+		out := flat[i*len(svc.Derived) : (i+1)*len(svc.Derived)]
+		for j := range out {
+			v := vals[width+j]
+			out[j] = result{v: v, ok: !v.IsNull(), asOf: asOf[width+j]}
+		}
+		rd.derived[i] = out
+	}
 }
 
 // readService reads every part of ss for rows (row → key column → entity
@@ -326,6 +380,9 @@ func (s *Server) readService(ctx context.Context, ss *serviceState, rows [][]str
 	}
 	for i := range ss.parts {
 		rd.stale[i] = s.stale(ss.parts[i].st.fs, at, rd.fresh[i])
+	}
+	if ss.svc != nil && len(ss.svc.Derived) > 0 {
+		rd.derive(ss, len(rows))
 	}
 	return rd, nil
 }
@@ -510,7 +567,8 @@ func appendKey(b []byte, col schemas.Column, key string) []byte {
 	return appendString(b, key)
 }
 
-// appendRow appends `"row":{...},"features":{SET:{...},...}` for row i.
+// appendRow appends `"row":{...},"features":{SET:{...},...}` for row i,
+// then `,"derived":{NAME:{...},...}` when the service has derived features.
 func (ss *serviceState) appendRow(b []byte, rd *serviceRead, row []string, i int) []byte {
 	b = append(b, `"row":{`...)
 	for k, col := range ss.keys {
@@ -529,6 +587,19 @@ func (ss *serviceState) appendRow(b []byte, rd *serviceRead, row []string, i int
 		b = appendString(b, p.st.fs.Name)
 		b = append(b, ':')
 		b = rd.plans[pi].appendFeatures(b, rd.res[pi][rd.pos[pi][i]], rd.stale[pi])
+	}
+	b = append(b, '}')
+	if rd.derived == nil {
+		return b
+	}
+	b = append(b, `,"derived":{`...)
+	for j, d := range ss.svc.Derived {
+		if j > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, d.Name)
+		b = append(b, `:{"value":`...)
+		b = appendResult(b, rd.derived[i][j], rd.derivedStale[j])
 	}
 	return append(b, '}')
 }

@@ -34,10 +34,14 @@ features:
 `
 
 // withServices serves fraudYAML, and cards_too beside the test sets.
-func withServices(t *testing.T) envOption {
+func withServices(t *testing.T) envOption { return withService(t, fraudYAML) }
+
+// withService serves the service defined by y, and cards_too beside the
+// test sets.
+func withService(t *testing.T, y string) envOption {
 	return func(c *Config) {
 		c.Sets = append(c.Sets, schemastest.MustParse(t, cardsTooYAML))
-		svc, err := schemas.ParseService("fraud.yaml", []byte(fraudYAML), c.Sets)
+		svc, err := schemas.ParseService("fraud.yaml", []byte(y), c.Sets)
 		if err != nil {
 			t.Fatal(err)
 		}

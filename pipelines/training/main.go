@@ -38,6 +38,14 @@
 //     and in order, then one typed column per feature,
 //     <featureset>__<feature>, null where the server would say NOT_FOUND;
 //     one row per usable spine row, in no particular order;
+//   - or --output=bq:PROJECT.DATASET.TABLE: the same columns and rows in a
+//     BigQuery table (lists as REPEATED, the other composites as STRUCT; see
+//     trainpipe's outputbq.go), created by the launcher if it does not
+//     exist, and written through the Storage Write API in one atomic
+//     commit at the end of the run: all rows or none, each once. An
+//     existing table must have the columns' types; with
+//     --write_disposition=WRITE_EMPTY (the default) it must have no rows,
+//     WRITE_APPEND adds to them;
 //   - a dead-letter file <dead_letter>.jsonl, one JSON object per spine row
 //     without a key or a valid time and per event that did not decode:
 //     {"set", "stage", "reason", "raw"}; the run fails if no spine row is
@@ -55,12 +63,16 @@
 //	--source             SET=files:GLOB or SET=bq:PROJECT.DATASET.TABLE: read the events of
 //	                     feature set SET from there instead of its sources.batch; repeatable,
 //	                     once per set
-//	--output             files:PATH with extension .parquet, .csv or .jsonl (required)
-//	--output_shards      number of output files (default 1: PATH itself)
+//	--output             files:PATH with extension .parquet, .csv or .jsonl, or
+//	                     bq:PROJECT.DATASET.TABLE (required)
+//	--output_shards      number of output files (default 1: PATH itself), or of
+//	                     BigQuery write streams
+//	--write_disposition  a BigQuery output table with rows: WRITE_EMPTY (default,
+//	                     fail) or WRITE_APPEND
 //	--dead_letter        path prefix of the dead-letter file (default dead_letter/training-<now>)
 //	--bigquery_project   project of the BigQuery read sessions and query jobs (default: the table's)
 //	--bigquery_max_streams  cap on the BigQuery read streams (default: BigQuery chooses)
-//	--bigquery_endpoint  host:port of a Storage Read API fake (default: BigQuery)
+//	--bigquery_endpoint  host:port of a Storage Read and Write API fake (default: BigQuery)
 //	--bigquery_rest_endpoint  base URL of a BigQuery REST API fake (default: BigQuery)
 //
 // and Beam's flags: --runner (default prism, Beam's local runner; dataflow
@@ -98,6 +110,7 @@ import (
 	"github.com/tandem-fp/tandem/pipelines/training/trainpipe"
 	"github.com/tandem-fp/tandem/schemas"
 	"github.com/tandem-fp/tandem/transforms/bigqueryread"
+	"github.com/tandem-fp/tandem/transforms/bigquerywrite"
 )
 
 // files collects a repeatable flag.
@@ -112,13 +125,14 @@ var (
 	service     = flag.String("service", "", "path of a feature-service definition (YAML): its features, each set keyed by the spine column the service names")
 	spine       = flag.String("spine", "", "the spine: files:GLOB (CSV with a header, JSON lines or Parquet, by extension), bq:PROJECT.DATASET.TABLE or bq-query:SQL; required")
 	spineTime   = flag.String("spine_time", "ts", "the spine column holding each row's instant (a timestamp or RFC 3339)")
-	output      = flag.String("output", "", "files:PATH of the training rows, .parquet, .csv or .jsonl; required")
-	shards      = flag.Int("output_shards", 1, "number of output files; more than 1 names them PATH-SSSSS-of-NNNNN.ext")
+	output      = flag.String("output", "", "files:PATH of the training rows, .parquet, .csv or .jsonl, or bq:PROJECT.DATASET.TABLE; required")
+	shards      = flag.Int("output_shards", 1, "number of output files (more than 1 names them PATH-SSSSS-of-NNNNN.ext), or of BigQuery write streams")
+	disposition = flag.String("write_disposition", "WRITE_EMPTY", "what to do when the BigQuery output table has rows: WRITE_EMPTY fails, WRITE_APPEND adds to them")
 	deadLetter  = flag.String("dead_letter", "", "path prefix of the dead-letter file <prefix>.jsonl, local or gs://; default dead_letter/training-<now>")
 	bqProject   = flag.String("bigquery_project", "", "project that owns the BigQuery read sessions and runs a query source's query; default the table's project")
 	bqStreams   = flag.Int("bigquery_max_streams", 0, "most BigQuery read streams per feature set; 0 lets BigQuery choose")
-	bqEndpoint  = flag.String("bigquery_endpoint", "", "host:port of a BigQuery Storage Read API fake (plaintext, no auth); default BigQuery")
-	bqREST      = flag.String("bigquery_rest_endpoint", "", "base URL of a BigQuery REST API fake (no auth), for query jobs; default BigQuery")
+	bqEndpoint  = flag.String("bigquery_endpoint", "", "host:port of a BigQuery Storage Read and Write API fake (plaintext, no auth); default BigQuery")
+	bqREST      = flag.String("bigquery_rest_endpoint", "", "base URL of a BigQuery REST API fake (no auth), for query jobs and the output table; default BigQuery")
 )
 
 func init() {
@@ -137,31 +151,31 @@ func main() {
 
 const filesPrefix = "files:"
 
-// requests are the features asked for: a service's, or every feature of
-// each --featureset.
-func requests() ([]trainpipe.Request, error) {
+// requests are the features asked for: a service's (returned too, for its
+// derived features), or every feature of each --featureset.
+func requests() ([]trainpipe.Request, *schemas.Service, error) {
 	var reqs []trainpipe.Request
 	if *service != "" {
 		if _, err := os.Stat(*service); err != nil {
-			return nil, fmt.Errorf("--service: %w", err)
+			return nil, nil, fmt.Errorf("--service: %w", err)
 		}
 		svc, err := schemas.LoadServiceWithSets(*service, featureSets...)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for _, e := range svc.Entries {
 			reqs = append(reqs, trainpipe.Request{Set: e.Set, Keys: e.Keys, Features: e.FeatureNames()})
 		}
-		return reqs, nil
+		return reqs, svc, nil
 	}
 	sets, err := schemas.LoadAll(featureSets...)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for _, set := range sets {
 		reqs = append(reqs, trainpipe.Request{Set: set})
 	}
-	return reqs, nil
+	return reqs, nil, nil
 }
 
 func run(ctx context.Context) error {
@@ -186,10 +200,15 @@ func run(ctx context.Context) error {
 	if err := parseSpine(&cfg, *spine); err != nil {
 		return err
 	}
-	if cfg.Output.Path, ok = strings.CutPrefix(*output, filesPrefix); !ok {
-		return fmt.Errorf("--output %q: want files:PATH.parquet, .csv or .jsonl", *output)
+	if table, isBQ := strings.CutPrefix(*output, "bq:"); isBQ {
+		cfg.Output.Table = table
+		if cfg.Output.Disposition, err = bigquerywrite.ParseDisposition(*disposition); err != nil {
+			return fmt.Errorf("--write_disposition: %w", err)
+		}
+	} else if cfg.Output.Path, ok = strings.CutPrefix(*output, filesPrefix); !ok {
+		return fmt.Errorf("--output %q: want files:PATH.parquet, .csv or .jsonl, or bq:PROJECT.DATASET.TABLE", *output)
 	}
-	if cfg.Requests, err = requests(); err != nil {
+	if cfg.Requests, cfg.Service, err = requests(); err != nil {
 		return err
 	}
 	if err := overrideSources(cfg.Requests, sources); err != nil {

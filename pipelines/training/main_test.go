@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tandem-fp/tandem/transforms/bigqueryread/bqfake"
 )
 
 // binary is the training command, built once for the tests.
@@ -55,10 +57,16 @@ func TestDataflowDryRun(t *testing.T) {
 		"--spine=files:" + spine, "--output=files:gs://tandem-test/training/out.parquet",
 		"--dead_letter=gs://tandem-test/dead_letter/training",
 	}
+	srv, err := bqfake.NewServer() // the BigQuery output's table check
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
 	tests := []struct {
 		name   string
 		args   []string
 		stages []string // transforms the job must hold (unique names)
+		not    []string // and must not
 	}{
 		{
 			name: "one set from files",
@@ -97,6 +105,20 @@ func TestDataflowDryRun(t *testing.T) {
 				"Write/trainpipe.WriteRows/trainpipe.writeFn",
 			},
 		},
+		{
+			name: "BigQuery output",
+			args: []string{"--service=../../schemas/services/fraud_model.yaml", "--output=bq:tandem-test.ml.fraud_training", "--output_shards=8",
+				"--bigquery_endpoint=" + srv.Addr, "--bigquery_rest_endpoint=" + srv.URL},
+			stages: []string{
+				"Join/trainpipe.JoinRows/trainpipe.joinFn",
+				"Write/trainpipe.WriteBigQuery/trainpipe.encodeRowFn",
+				"Write/trainpipe.WriteBigQuery/bigquerywrite.Write/bigquerywrite.shardFn",
+				"Write/trainpipe.WriteBigQuery/bigquerywrite.Write/bigquerywrite.appendFn",
+				"Write/trainpipe.WriteBigQuery/bigquerywrite.Write/bigquerywrite.commitFn",
+				"Check/trainpipe.Check/trainpipe.checkFn",
+			},
+			not: []string{"Write/trainpipe.WriteRows/trainpipe.writeFn"},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -114,6 +136,11 @@ func TestDataflowDryRun(t *testing.T) {
 			for _, st := range tc.stages {
 				if !strings.Contains(text, `unique_name:"`+st+`"`) {
 					t.Errorf("the job has no stage %q", st)
+				}
+			}
+			for _, st := range tc.not {
+				if strings.Contains(text, `unique_name:"`+st+`"`) {
+					t.Errorf("the job has a stage %q", st)
 				}
 			}
 		})
@@ -156,6 +183,8 @@ func TestFlags(t *testing.T) {
 		{"spine query without a project", []string{set, "--spine=bq-query:SELECT 1", out}, "needs a billing project (--bigquery_project)"},
 		{"no spine file", []string{set, "--spine=files:nowhere/*.csv", out}, "no file matches"},
 		{"bad output format", []string{set, "--spine=files:" + spine, "--output=files:out.xlsx"}, "cannot tell the format"},
+		{"bad output table", []string{set, "--spine=files:" + spine, "--output=bq:ml.out"}, `bad table \"ml.out\"`},
+		{"bad write disposition", []string{set, "--spine=files:" + spine, "--output=bq:p.ml.out", "--write_disposition=WRITE_TRUNCATE"}, "want WRITE_EMPTY or WRITE_APPEND"},
 		{"no time column", []string{set, "--spine=files:" + spine, "--spine_time=when", out}, `no time column \"when\"`},
 		{"unknown service file", []string{"--service=nowhere.yaml", "--spine=files:" + spine, out}, "nowhere.yaml"},
 		{"source without a set", []string{set, "--spine=files:" + spine, out, "--source=files:x.jsonl"}, `want SET=files:GLOB`},

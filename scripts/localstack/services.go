@@ -70,6 +70,14 @@ func showServices(ctx context.Context, out io.Writer, logf func(string, ...any),
 				vals = append(vals, s)
 			}
 		}
+		for _, d := range svc.Derived {
+			v := res.Derived[d.Name]
+			s := fmt.Sprintf("%s=%v", d.Name, v.Value)
+			if v.Status != client.Present {
+				s += "(" + string(v.Status) + ")"
+			}
+			vals = append(vals, s)
+		}
 		logf("service %s for %v: %s", svc.Name, row, strings.Join(vals, " "))
 
 		q := url.Values{}

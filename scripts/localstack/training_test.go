@@ -92,6 +92,9 @@ func TestDemoTrainingCommand(t *testing.T) {
 			want = append(want, schemas.FeatureColumn(e.Set.Name, f.Name))
 		}
 	}
+	for _, d := range svc.Derived {
+		want = append(want, schemas.ServiceDerivedColumn(svc.Name, d.Name))
+	}
 	if !slices.Equal(cols, want) {
 		t.Fatalf("output columns %v, want %v", cols, want)
 	}
@@ -129,6 +132,21 @@ func TestDemoTrainingCommand(t *testing.T) {
 		}
 		if n > 0 {
 			nonZero++
+		}
+		// The service's derived ratio, from the row's own columns: null
+		// (empty) when the user viewed nothing.
+		views, err := strconv.ParseInt(row[slices.Index(cols, "user_sessions__views_1h")], 10, 64)
+		if err != nil {
+			t.Fatalf("row %v: views_1h: %v", row[:len(spine[0])], err)
+		}
+		wantRatio := ""
+		if views != 0 {
+			wantRatio = strconv.FormatFloat(float64(n)/float64(views), 'g', -1, 64)
+		}
+		if got := row[slices.Index(cols, "fraud_model__txns_per_view_1h")]; got != wantRatio {
+			if g, err := strconv.ParseFloat(got, 64); wantRatio == "" || err != nil || g != float64(n)/float64(views) {
+				t.Errorf("row %v: txns_per_view_1h %q, want %q (%d / %d)", row[:len(spine[0])], got, wantRatio, n, views)
+			}
 		}
 	}
 	if nonZero < len(rows)/2 {

@@ -37,6 +37,12 @@ type ServiceInfo struct {
 		} `json:"keys"`
 		Features []string `json:"features"`
 	} `json:"features"`
+	// Derived are the service's own derived features (none for most).
+	Derived []struct {
+		Name       string `json:"name"`
+		Expr       string `json:"expr"`
+		ResultType string `json:"result_type"`
+	} `json:"derived,omitempty"`
 }
 
 // ServiceResult is one row of a feature service's answer: the row's keys
@@ -45,6 +51,8 @@ type ServiceInfo struct {
 type ServiceResult struct {
 	Row      map[string]any              `json:"row"`
 	Features map[string]map[string]Value `json:"features"`
+	// Derived holds the service's own derived features, by name.
+	Derived map[string]Value `json:"derived,omitempty"`
 }
 
 // Value returns the value of feature of featureSet.

@@ -481,13 +481,21 @@ func TestPages(t *testing.T) {
 			b.waitFor("document.querySelectorAll('section[data-service=fraud_model] .service-values tr[data-feature]').length > 0")
 			var svc struct {
 				Features map[string]map[string]featureValue `json:"features"`
+				Derived  map[string]featureValue            `json:"derived"`
 			}
 			f.get("/v1/services/fraud_model?card_id="+f.card+"&user_id="+f.user+"&at="+f.at.Format(time.RFC3339), "", &svc)
 			type svcCell struct{ Set, Feature, Value, Status, AsOf string }
 			shown := eval[[]svcCell](b, `[...document.querySelectorAll('section[data-service=fraud_model] .service-values tr[data-feature]')].map(r => ({Set: r.dataset.set,
 				Feature: r.dataset.feature, Value: r.querySelector('td.value').dataset.value, Status: r.dataset.status, AsOf: (r.querySelector('.asof') || {}).title || ''}))`)
 			onPage := map[string]map[string]featureValue{}
+			derivedOnPage := map[string]featureValue{}
 			for _, c := range shown {
+				if c.Set == "" { // the service's own derived features
+					for k, v := range decodeCells(t, []cell{{Feature: c.Feature, Value: c.Value, Status: c.Status, AsOf: c.AsOf}}) {
+						derivedOnPage[k] = v
+					}
+					continue
+				}
 				if onPage[c.Set] == nil {
 					onPage[c.Set] = map[string]featureValue{}
 				}
@@ -495,8 +503,20 @@ func TestPages(t *testing.T) {
 					onPage[c.Set][k] = v
 				}
 			}
-			if diff := cmp.Diff(svc.Features, onPage); diff != "" || len(shown) != 9 {
+			if diff := cmp.Diff(svc.Features, onPage); diff != "" || len(shown) != 11 {
 				t.Errorf("fraud_model read on the page: %d values (-API +page):\n%s", len(shown), diff)
+			}
+			if diff := cmp.Diff(svc.Derived, derivedOnPage); diff != "" || len(derivedOnPage) != 2 {
+				t.Errorf("fraud_model's derived features on the page: %d (-API +page):\n%s", len(derivedOnPage), diff)
+			}
+			if n := eval[int](b, `document.querySelectorAll('section[data-service=fraud_model] tr[data-derived=txns_per_view_1h] code').length`); n != 1 {
+				t.Errorf("the service card lists txns_per_view_1h's expression %d times, want once", n)
+			}
+			if got := eval[string](b, `(document.querySelector('section[data-set=card_activity] tr[data-derived=declined_share_1h] code') || {}).textContent || ''`); got != "declined_count_1h / txn_count_1h" {
+				t.Errorf("card_activity's card shows declined_share_1h's expression %q", got)
+			}
+			if got := eval[string](b, `(document.querySelector('section[data-set=card_activity] tr[data-feature=declined_count_1h] .where') || {}).textContent || ''`); got != " where not approved" {
+				t.Errorf("card_activity's card shows declined_count_1h's filter as %q", got)
 			}
 			b.screenshot("overview-" + vp.name)
 			b.noConsoleErrors("overview")

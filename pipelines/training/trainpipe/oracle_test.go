@@ -357,19 +357,37 @@ func oracleDerive(name string, in map[string]any) any {
 
 // TestOracle runs the pipeline on a random history and spine, for every
 // spine and output format, and checks every value against brute force.
-func TestOracle(t *testing.T) {
-	set := schemastest.MustParse(t, oracleDef)
-	rng := rand.New(rand.NewPCG(11, 12))
-	events := oracleEvents(set, rng)
-	instants := oracleInstants(events, rng)
-	dir := t.TempDir()
-	evPath := writeEvents(t, dir, set, events)
-
-	// The spine: a key, an instant, a label; the instants in RFC 3339.
-	spineRows := make([][]string, len(instants))
-	for i, q := range instants {
-		spineRows[i] = []string{q.key, time.UnixMicro(q.at).UTC().Format(time.RFC3339Nano), strconv.Itoa(i)}
+// oracleRun is the input of a run over oracleDef's events: the events
+// (written to evPath in dir) and a spine of random instants, rows of
+// account, when (RFC 3339) and label (the instant's index).
+type oracleRun struct {
+	set      *schemas.FeatureSet
+	events   []schemas.Event
+	instants []struct {
+		key string
+		at  int64
 	}
+	dir, evPath string
+	spineRows   [][]string
+}
+
+func newOracleRun(t *testing.T, seed1, seed2 uint64) oracleRun {
+	t.Helper()
+	o := oracleRun{set: schemastest.MustParse(t, oracleDef), dir: t.TempDir()}
+	rng := rand.New(rand.NewPCG(seed1, seed2))
+	o.events = oracleEvents(o.set, rng)
+	o.instants = oracleInstants(o.events, rng)
+	o.evPath = writeEvents(t, o.dir, o.set, o.events)
+	o.spineRows = make([][]string, len(o.instants))
+	for i, q := range o.instants {
+		o.spineRows[i] = []string{q.key, time.UnixMicro(q.at).UTC().Format(time.RFC3339Nano), strconv.Itoa(i)}
+	}
+	return o
+}
+
+func TestOracle(t *testing.T) {
+	o := newOracleRun(t, 11, 12)
+	set, events, instants, dir, evPath, spineRows := o.set, o.events, o.instants, o.dir, o.evPath, o.spineRows
 	for _, tc := range []struct{ spine, output string }{
 		{"spine.csv", "out.parquet"},
 		{"spine.jsonl", "out.csv"},
@@ -530,14 +548,7 @@ func TestTwoSets(t *testing.T) {
 	users := schemastest.MustParse(t, usersDef)
 	rng := rand.New(rand.NewPCG(21, 22))
 	acctEvents := oracleEvents(acct, rng)
-	var userEvents []schemas.Event
-	t0 := oracleT0.UnixMicro()
-	for range 2000 {
-		uid := rng.Int64N(5) + 1
-		at := t0 + rng.Int64N(int64(72*time.Hour/time.Microsecond))
-		userEvents = append(userEvents, schemas.Event{Key: strconv.FormatInt(uid, 10), Time: at,
-			Values: []schemas.Value{schemas.Int64Value(uid), schemas.Int64Value(rng.Int64N(20)), {Type: schemas.Timestamp, Int: at}}})
-	}
+	userEvents := usersEvents(rng, 2000)
 	dir := t.TempDir()
 	acctPath := writeEvents(t, filepath.Join(dir), acct, acctEvents)
 	usersDir := filepath.Join(dir, "users")

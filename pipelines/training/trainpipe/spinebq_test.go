@@ -22,15 +22,7 @@ import (
 	"github.com/tandem-fp/tandem/transforms/bigqueryread/bqfake"
 )
 
-func newFake(t *testing.T) *bqfake.Server {
-	t.Helper()
-	srv, err := bqfake.NewServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
-	return srv
-}
+func newFake(t *testing.T) *bqfake.Server { return bqfake.NewTestServer(t) }
 
 // spineColumns are a BigQuery spine's columns: the key, the instant as a
 // TIMESTAMP, and labels of every other type the fake serves.

@@ -33,6 +33,7 @@ import (
 	"github.com/tandem-fp/tandem/schemas"
 	"github.com/tandem-fp/tandem/transforms"
 	"github.com/tandem-fp/tandem/transforms/bigqueryread"
+	"github.com/tandem-fp/tandem/transforms/bigquerywrite"
 )
 
 // ErrConfig matches, with errors.Is, every error Prepare and Build return
@@ -61,13 +62,22 @@ type Request struct {
 	feats []int // output indexes of Features (schemas.FeatureSet.Output)
 }
 
-// Output is where the training rows go.
+// Output is where the training rows go: files (Path) or a BigQuery table
+// (Table).
 type Output struct {
 	// Path is a local path or gs://...; its extension says the format
 	// (.parquet, .csv, .jsonl/.ndjson/.json).
 	Path string
+	// Table, instead of Path, is a BigQuery table, "project.dataset.table",
+	// written through the Storage Write API in one atomic commit (see
+	// writeBigQuery); Prepare creates it if it does not exist.
+	Table string
+	// Disposition says what to do when Table already has rows (default
+	// bigquerywrite.WriteEmpty: fail).
+	Disposition bigquerywrite.Disposition
 	// Shards is the number of files written (default 1: Path itself; more:
-	// Path with -SSSSS-of-NNNNN before the extension).
+	// Path with -SSSSS-of-NNNNN before the extension), or of BigQuery
+	// write streams.
 	Shards int
 }
 
@@ -90,6 +100,10 @@ type Config struct {
 	DeadLetter string
 	// BigQuery is how to reach BigQuery, for BigQuery event sources.
 	BigQuery batchpipe.BigQueryConfig
+	// Service, when set, is the feature service the requests are (its
+	// entries, in order, with their features): its own derived features
+	// are written after the features (see derived.go).
+	Service *schemas.Service
 
 	// Spine is what Prepare learned from the spine; Build needs it.
 	Spine *Spine
@@ -112,14 +126,8 @@ func Prepare(ctx context.Context, cfg *Config) error {
 	if cfg.SpineTime == "" {
 		cfg.SpineTime = "ts"
 	}
-	if cfg.Output.Path == "" {
-		return fmt.Errorf("%w: no output path", ErrConfig)
-	}
-	if _, err := FormatOf(cfg.Output.Path); err != nil {
+	if err := checkOutput(cfg.Output); err != nil {
 		return err
-	}
-	if strings.HasSuffix(strings.ToLower(cfg.Output.Path), ".gz") {
-		return fmt.Errorf("%w: output %q: compressed output is not supported; write .parquet for compact files", ErrConfig, cfg.Output.Path)
 	}
 	if cfg.Output.Shards == 0 {
 		cfg.Output.Shards = 1
@@ -207,6 +215,43 @@ func Prepare(ctx context.Context, cfg *Config) error {
 			}
 		}
 	}
+	if cfg.Service != nil {
+		if err := cfg.checkService(); err != nil {
+			return err
+		}
+		for _, c := range cfg.derivedColumns() {
+			if names[c.Name] {
+				return fmt.Errorf("%w: the spine already has a column %q", ErrConfig, c.Name)
+			}
+		}
+	}
+	if cfg.Output.Table != "" {
+		return prepareBigQueryOutput(ctx, cfg)
+	}
+	return nil
+}
+
+// checkOutput reports an output that is not exactly one of files of a
+// known format or a BigQuery table.
+func checkOutput(o Output) error {
+	switch {
+	case o.Path != "" && o.Table != "":
+		return fmt.Errorf("%w: an output path and an output table; want one", ErrConfig)
+	case o.Table != "":
+		_, _, _, err := bigquerywrite.SplitTable(o.Table)
+		if err != nil {
+			return fmt.Errorf("%w: output: %w", ErrConfig, err)
+		}
+		return nil
+	case o.Path == "":
+		return fmt.Errorf("%w: no output path", ErrConfig)
+	}
+	if _, err := FormatOf(o.Path); err != nil {
+		return err
+	}
+	if strings.HasSuffix(strings.ToLower(o.Path), ".gz") {
+		return fmt.Errorf("%w: output %q: compressed output is not supported; write .parquet for compact files", ErrConfig, o.Path)
+	}
 	return nil
 }
 
@@ -223,7 +268,7 @@ func (cfg *Config) Columns() []Column {
 			cols = append(cols, featureColumn(r.Set.Name, r.Set.Features[o]))
 		}
 	}
-	return cols
+	return append(cols, cfg.derivedColumns()...)
 }
 
 // ReadRange is the event-time range [from, to) read for a request: from
@@ -246,7 +291,8 @@ func (cfg *Config) ReadRange(r Request) (from, to time.Time) {
 //	per feature set: events (files or BigQuery, the range pushed down)   │
 //	    → CoGroupByKey by entity with the rows' queries → sort and sweep │
 //	→ (several sets: CoGroupByKey by row ID with the rows) ←─────────────┘
-//	→ output files; dead letters → <dead_letter>.jsonl; a run with no
+//	→ output files, or a BigQuery table (one atomic commit of every
+//	  shard's stream); dead letters → <dead_letter>.jsonl; a run with no
 //	  usable spine row fails
 func Build(s beam.Scope, cfg *Config) error {
 	if cfg.Spine == nil {
@@ -283,9 +329,17 @@ func Build(s beam.Scope, cfg *Config) error {
 		offset += len(r.feats)
 	}
 	if !single {
-		out = joinRows(s.Scope("Join"), len(cols), rows, beam.Flatten(s, perSet...))
+		out = joinRows(s.Scope("Join"), len(cols)-len(cfg.derivedColumns()), rows, beam.Flatten(s, perSet...))
 	}
-	written := writeRows(s.Scope("Write"), cfg.Output, cols, out)
+	if len(cfg.derivedColumns()) > 0 {
+		out = deriveRows(s, cfg, out)
+	}
+	var written beam.PCollection
+	if cfg.Output.Table != "" {
+		written = writeBigQuery(s.Scope("Write"), cfg, cols, out)
+	} else {
+		written = writeRows(s.Scope("Write"), cfg.Output, cols, out)
+	}
 	deadWritten := batchpipe.WriteDeadLetters(s.Scope("DeadLetters"), "training", cfg.DeadLetter+".jsonl", beam.Flatten(s, dead...))
 	checkRun(s.Scope("Check"), cfg.DeadLetter+".jsonl", written, deadWritten)
 	return nil
@@ -340,6 +394,9 @@ func Run(ctx context.Context, cfg *Config) (Result, error) {
 	res.SpineRows = res.Counters["training_spine_rows"]
 	res.DeadRows = res.Counters["training_spine_dead_letters"]
 	res.Rows = res.Counters["training_rows_written"]
+	if cfg.Output.Table != "" {
+		res.Rows = res.Counters["bigquery_rows_committed"]
+	}
 	return res, nil
 }
 
@@ -362,8 +419,12 @@ func (r Result) Log() {
 	}
 }
 
-// OutputFiles lists the files an output writes.
+// OutputFiles lists the files an output writes (for a BigQuery output,
+// "bq:" and its table).
 func OutputFiles(o Output) []string {
+	if o.Table != "" {
+		return []string{"bq:" + o.Table}
+	}
 	n := max(o.Shards, 1)
 	if n == 1 {
 		return []string{o.Path}

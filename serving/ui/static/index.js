@@ -27,12 +27,12 @@ function setCard(fs, usedBy) {
   const features = fs.features || [];
   const rows = features.map((f) => el('tr', {'data-feature': f.name},
     el('td', {}, el('a', {href: entityLink(fs.name, '', [f.name]), title: 'look up an entity and draw ' + f.name, text: f.name})),
-    el('td', {class: 'mono hide-phone', text: f.op}),
+    el('td', {class: 'mono hide-phone'}, f.op, f.where ? el('span', {class: 'sub where', text: ' where ' + f.where}) : null),
     el('td', {class: 'mono hide-phone', text: f.field || '—'}),
     el('td', {class: 'num hide-phone', text: f.window}),
     el('td', {class: 'num hide-phone', text: f.tile}),
     el('td', {class: 'mono hide-phone', text: f.result_type}),
-    el('td', {class: 'mono show-phone wrap', text: f.op + (f.field ? '(' + f.field + ')' : '') + ' · ' + f.window + ' / ' + f.tile + ' → ' + f.result_type}),
+    el('td', {class: 'mono show-phone wrap', text: f.op + (f.field ? '(' + f.field + ')' : '') + (f.where ? ' where ' + f.where : '') + ' · ' + f.window + ' / ' + f.tile + ' → ' + f.result_type}),
   ));
   const fields = (fs.fields || []).map((f) => el('span', {class: 'chip', title: f.type}, f.name, ': ', el('span', {class: 'mono', text: f.type})));
   return el('section', {class: 'card', id: 'set-' + fs.name, 'data-set': fs.name},
@@ -56,7 +56,22 @@ function setCard(fs, usedBy) {
       el('thead', {}, el('tr', {}, el('th', {text: 'feature'}), ['op', 'field', 'window', 'tile', 'result'].map((h) => el('th', {class: 'hide-phone', text: h})),
         el('th', {class: 'show-phone wrap', text: 'op · window / tile → result'}))),
       el('tbody', {}, rows))),
+    derivedTable(fs.derived),
   );
+}
+
+// derivedTable lists derived features (name, expression, result type), or
+// is null when there are none.
+function derivedTable(derived) {
+  if (!(derived || []).length) return null;
+  return el('div', {},
+    el('h3', {text: 'Derived features (' + derived.length + ')'}),
+    el('div', {class: 'scroll'}, el('table', {class: 'stack'},
+      el('thead', {}, el('tr', {}, el('th', {text: 'name'}), el('th', {text: 'expression'}), el('th', {text: 'result'}))),
+      el('tbody', {}, derived.map((d) => el('tr', {'data-derived': d.name},
+        el('td', {class: 'head'}, el('b', {text: d.name})),
+        el('td', {'data-label': 'expression'}, el('code', {text: d.expr})),
+        el('td', {'data-label': 'result'}, el('span', {class: 'mono', text: d.result_type}))))))));
 }
 
 function serviceCard(svc, known) {
@@ -74,6 +89,7 @@ function serviceCard(svc, known) {
     el('div', {class: 'scroll'}, el('table', {class: 'stack'},
       el('thead', {}, el('tr', {}, el('th', {text: 'feature set'}), el('th', {text: 'key column'}), el('th', {text: 'features'}))),
       el('tbody', {}, rows))),
+    derivedTable(svc.derived),
     serviceLookup(svc),
   );
 }
@@ -96,14 +112,18 @@ function serviceLookup(svc) {
     if (at.value.trim()) q.set('at', at.value.trim());
     const res = await api('/v1/services/' + encodeURIComponent(svc.name) + '?' + q);
     const rows = [];
+    const row = (attrs, head, v) => rows.push(el('tr', Object.assign(attrs, {'data-status': v.status}),
+      el('td', {class: 'head'}, head),
+      el('td', {class: 'value', 'data-label': 'value', 'data-value': JSON.stringify(v.value === undefined ? null : v.value), text: formatValue(v.value)}),
+      el('td', {'data-label': 'status'}, statusBadge(v.status),
+        v.as_of ? el('span', {class: 'asof sub', title: v.as_of, text: 'as of ' + v.as_of.replace('T', ' ').replace(/\.\d+Z$/, 'Z')}) : null)));
     for (const [set, feats] of Object.entries(res.features || {})) {
       for (const [name, v] of Object.entries(feats)) {
-        rows.push(el('tr', {'data-set': set, 'data-feature': name, 'data-status': v.status},
-          el('td', {class: 'head'}, el('a', {href: setLink(set), text: set}), ' / ', el('b', {text: name})),
-          el('td', {class: 'value', 'data-label': 'value', 'data-value': JSON.stringify(v.value === undefined ? null : v.value), text: formatValue(v.value)}),
-          el('td', {'data-label': 'status'}, statusBadge(v.status),
-            v.as_of ? el('span', {class: 'asof sub', title: v.as_of, text: 'as of ' + v.as_of.replace('T', ' ').replace(/\.\d+Z$/, 'Z')}) : null)));
+        row({'data-set': set, 'data-feature': name}, [el('a', {href: setLink(set), text: set}), ' / ', el('b', {text: name})], v);
       }
+    }
+    for (const [name, v] of Object.entries(res.derived || {})) {
+      row({'data-set': '', 'data-feature': name, 'data-derived': '1'}, [el('span', {class: 'sub', text: 'derived'}), ' / ', el('b', {text: name})], v);
     }
     out.replaceChildren(el('p', {class: 'sub'}, 'at ', timeCell(res.at)),
       el('div', {class: 'scroll'}, el('table', {class: 'stack'},

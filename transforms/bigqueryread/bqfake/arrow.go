@@ -33,13 +33,31 @@ func arrowType(t Type) arrow.DataType {
 	panic(fmt.Sprintf("bqfake: no Arrow type for %q", t))
 }
 
-func arrowSchema(cols []Column) *arrow.Schema {
+// arrowField is the Arrow field of a column: a RECORD is a struct, a
+// REPEATED column a list of non-null elements (never null itself), as
+// BigQuery serves them.
+func arrowField(c Column) arrow.Field {
+	var t arrow.DataType
+	if c.Type == Record {
+		t = arrow.StructOf(arrowFields(c.Fields)...)
+	} else {
+		t = arrowType(c.Type)
+	}
+	if c.Mode == Repeated {
+		return arrow.Field{Name: c.Name, Type: arrow.ListOfNonNullable(t)}
+	}
+	return arrow.Field{Name: c.Name, Type: t, Nullable: c.Mode != Required}
+}
+
+func arrowFields(cols []Column) []arrow.Field {
 	fields := make([]arrow.Field, len(cols))
 	for i, c := range cols {
-		fields[i] = arrow.Field{Name: c.Name, Type: arrowType(c.Type), Nullable: true}
+		fields[i] = arrowField(c)
 	}
-	return arrow.NewSchema(fields, nil)
+	return fields
 }
+
+func arrowSchema(cols []Column) *arrow.Schema { return arrow.NewSchema(arrowFields(cols), nil) }
 
 // arrowSchemaBytes is the schema as one encapsulated IPC message, the form
 // of ArrowSchema.serialized_schema: an IPC stream holding only the schema,
@@ -63,7 +81,7 @@ func arrowBatchBytes(cols []Column, schemaBytes []byte, rows []map[string]any) (
 	defer b.Release()
 	for _, row := range rows {
 		for i, c := range cols {
-			if err := appendValue(b.Field(i), c.Type, row[c.Name]); err != nil {
+			if err := appendField(b.Field(i), c, row[c.Name]); err != nil {
 				return nil, fmt.Errorf("column %s: %w", c.Name, err)
 			}
 		}
@@ -82,13 +100,39 @@ func arrowBatchBytes(cols []Column, schemaBytes []byte, rows []map[string]any) (
 	return out[len(schemaBytes):], nil
 }
 
-// appendValue appends v, a value normalized by columnValue, to b.
-func appendValue(b array.Builder, t Type, v any) error {
+// appendField appends v, a value of column c normalized by fieldValue, to
+// b, a builder of arrowField(c)'s type.
+func appendField(b array.Builder, c Column, v any) error {
+	if c.Mode != Repeated {
+		return appendValue(b, c, v)
+	}
+	lb := b.(*array.ListBuilder)
+	lb.Append(true)
+	for _, e := range v.([]any) {
+		if err := appendValue(lb.ValueBuilder(), c, e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// appendValue appends v, one value of column c's type normalized by
+// columnValue, to b.
+func appendValue(b array.Builder, c Column, v any) error {
 	if v == nil {
 		b.AppendNull()
 		return nil
 	}
-	switch t {
+	switch t := c.Type; t {
+	case Record:
+		sb := b.(*array.StructBuilder)
+		sb.Append(true)
+		m := v.(map[string]any)
+		for i, f := range c.Fields {
+			if err := appendField(sb.FieldBuilder(i), f, m[f.Name]); err != nil {
+				return fmt.Errorf("field %s: %w", f.Name, err)
+			}
+		}
 	case Int64:
 		b.(*array.Int64Builder).Append(v.(int64))
 	case Float64:

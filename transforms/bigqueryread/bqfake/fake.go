@@ -1,17 +1,31 @@
 // Package bqfake provides an in-process fake of the BigQuery Storage Read API
-// (the gRPC service google.cloud.bigquery.storage.v1.BigQueryRead) and of
-// the three BigQuery REST calls a query source makes (jobs.insert,
-// jobs.getQueryResults, jobs.get), so that package bigqueryread can be tested
-// with the real Google clients and no cloud.
+// (the gRPC service google.cloud.bigquery.storage.v1.BigQueryRead), of the
+// Storage Write API (BigQueryWrite: PENDING and COMMITTED streams), of the
+// three BigQuery REST calls a query source makes (jobs.insert,
+// jobs.getQueryResults, jobs.get) and of tables.get and tables.insert, so
+// that packages bigqueryread and bigquerywrite can be tested with the real
+// Google clients (the Storage clients, managedwriter, the bigquery REST
+// client) and no cloud.
 //
 // A Server holds tables loaded with AddTable from []map[string]any and a
-// declared schema. CreateReadSession honours the selected fields and a row
+// declared schema (scalar, RECORD and REPEATED columns), or created through
+// tables.insert. CreateReadSession honours the selected fields and a row
 // restriction of exactly the form bigqueryread.RowRestriction writes (a
 // half-open range on one TIMESTAMP column); it splits the matching rows into
 // several streams. ReadRows serves a stream from any offset, in Arrow record
 // batches of a few rows each. Faults inject gRPC errors: transient ones
 // mid-stream to exercise resumption, permanent ones to check that a pipeline
 // fails with a clear message. SplitReadStream is unimplemented.
+//
+// Writes: CreateWriteStream, AppendRows (rows in protobuf, decoded with
+// the writer schema of the request, checked against the table's columns by
+// name and type; offsets checked), FinalizeWriteStream,
+// BatchCommitWriteStreams (atomic: all the streams' rows become visible at
+// once, or none) and GetWriteStream. The rows of a PENDING stream are
+// visible to reads only once committed; WriteStreams and Rows show what was
+// written. BUFFERED streams, FlushRows, the _default stream, schema
+// updates, row-level errors and the stream, size and throughput limits of
+// BigQuery are not modelled.
 //
 // The fake does not implement SQL: a query source's SQL is handed to the
 // function set with HandleQueries, which names the (loaded) table that
@@ -24,8 +38,10 @@ import (
 	"math/big"
 	"net"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	"cloud.google.com/go/bigquery/storage/apiv1/storagepb"
@@ -52,12 +68,30 @@ const (
 	Bool      Type = "BOOL"
 	Timestamp Type = "TIMESTAMP"
 	Numeric   Type = "NUMERIC"
+	// Record is a STRUCT of the Column's Fields: a map[string]any by
+	// field name, missing fields NULL.
+	Record Type = "RECORD"
 )
 
-// Column is one column of a table's schema. Every column is NULLABLE.
+// Mode is a column's mode: "" (NULLABLE), Required or Repeated.
+type Mode string
+
+// The modes of a column. A REPEATED column holds a []any of values of its
+// type (NULL elements are not allowed; a NULL or missing array is empty),
+// as in BigQuery.
+const (
+	Nullable Mode = ""
+	Required Mode = "REQUIRED"
+	Repeated Mode = "REPEATED"
+)
+
+// Column is one column of a table's schema: NULLABLE unless Mode says
+// otherwise; a Record column's Fields are its sub-columns.
 type Column struct {
-	Name string
-	Type Type
+	Name   string
+	Type   Type
+	Mode   Mode
+	Fields []Column
 }
 
 // Method names a gRPC method of the Storage Read API, for Faults.
@@ -118,6 +152,8 @@ type Server struct {
 	queryFn     func(Query) (string, error)
 	queries     []Query
 	jobs        map[string]*job
+	writes      map[string]*writeStream // by stream name
+	writeOrder  []string
 }
 
 type table struct {
@@ -138,13 +174,27 @@ func NewServer() (*Server, error) {
 		streamCount: DefaultStreams,
 		pageRows:    DefaultPageRows,
 		jobs:        make(map[string]*job),
+		writes:      make(map[string]*writeStream),
 	}
 	s.grpc = grpc.NewServer()
 	storagepb.RegisterBigQueryReadServer(s.grpc, &readServer{s: s})
+	storagepb.RegisterBigQueryWriteServer(s.grpc, &writeServer{s: s})
 	go s.grpc.Serve(lis) //nolint:errcheck // Serve returns when Close stops the server.
 	s.http = httptest.NewServer(s.restHandler())
 	s.URL = s.http.URL
 	return s, nil
+}
+
+// NewTestServer starts a fake for a test, which closes it when it ends;
+// it fails the test if the fake cannot start.
+func NewTestServer(tb testing.TB) *Server {
+	tb.Helper()
+	s, err := NewServer()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(s.Close)
+	return s
 }
 
 // Close stops both servers.
@@ -160,31 +210,14 @@ func (s *Server) AddTable(ref string, cols []Column, rows []map[string]any) erro
 	if _, _, _, err := splitRef(ref); err != nil {
 		return err
 	}
-	types := make(map[string]Type, len(cols))
-	for _, c := range cols {
-		switch c.Type {
-		case Int64, Float64, String, Bool, Timestamp, Numeric:
-		default:
-			return fmt.Errorf("bqfake: table %s: column %q: unsupported type %q", ref, c.Name, c.Type)
-		}
-		if _, dup := types[c.Name]; dup || c.Name == "" {
-			return fmt.Errorf("bqfake: table %s: bad or duplicate column name %q", ref, c.Name)
-		}
-		types[c.Name] = c.Type
+	if err := checkColumns(cols); err != nil {
+		return fmt.Errorf("bqfake: table %s: %w", ref, err)
 	}
 	t := &table{cols: append([]Column(nil), cols...), rows: make([]map[string]any, len(rows))}
 	for i, r := range rows {
-		row := make(map[string]any, len(r))
-		for name, v := range r {
-			typ, ok := types[name]
-			if !ok {
-				return fmt.Errorf("bqfake: table %s: row %d: no column %q", ref, i, name)
-			}
-			cv, err := columnValue(typ, v)
-			if err != nil {
-				return fmt.Errorf("bqfake: table %s: row %d: column %q: %w", ref, i, name, err)
-			}
-			row[name] = cv
+		row, err := recordValue(cols, r)
+		if err != nil {
+			return fmt.Errorf("bqfake: table %s: row %d: %w", ref, i, err)
 		}
 		t.rows[i] = row
 	}
@@ -194,13 +227,101 @@ func (s *Server) AddTable(ref string, cols []Column, rows []map[string]any) erro
 	return nil
 }
 
-// columnValue checks v against typ and normalizes it: int64, float64,
-// string, bool, time.Time (UTC, microseconds), *big.Rat, or nil.
-func columnValue(typ Type, v any) (any, error) {
+// checkColumns reports a column of an unsupported type or mode, or a bad or
+// duplicate name, at any depth.
+func checkColumns(cols []Column) error {
+	seen := make(map[string]bool, len(cols))
+	for _, c := range cols {
+		if seen[strings.ToLower(c.Name)] || c.Name == "" {
+			return fmt.Errorf("bad or duplicate column name %q", c.Name)
+		}
+		seen[strings.ToLower(c.Name)] = true
+		switch c.Mode {
+		case Nullable, Required, Repeated:
+		default:
+			return fmt.Errorf("column %q: unsupported mode %q", c.Name, c.Mode)
+		}
+		switch c.Type {
+		case Int64, Float64, String, Bool, Timestamp, Numeric:
+			if len(c.Fields) > 0 {
+				return fmt.Errorf("column %q: a %s column has no fields", c.Name, c.Type)
+			}
+		case Record:
+			if len(c.Fields) == 0 {
+				return fmt.Errorf("column %q: a RECORD column needs fields", c.Name)
+			}
+			if err := checkColumns(c.Fields); err != nil {
+				return fmt.Errorf("column %q: %w", c.Name, err)
+			}
+		default:
+			return fmt.Errorf("column %q: unsupported type %q", c.Name, c.Type)
+		}
+	}
+	return nil
+}
+
+// recordValue checks a row (or a RECORD value) against cols and
+// normalizes it (see columnValue).
+func recordValue(cols []Column, r map[string]any) (map[string]any, error) {
+	row := make(map[string]any, len(r))
+	for name, v := range r {
+		i := slices.IndexFunc(cols, func(c Column) bool { return c.Name == name })
+		if i < 0 {
+			return nil, fmt.Errorf("no column %q", name)
+		}
+		cv, err := fieldValue(cols[i], v)
+		if err != nil {
+			return nil, fmt.Errorf("column %q: %w", name, err)
+		}
+		row[name] = cv
+	}
+	for _, c := range cols {
+		if c.Mode == Required && row[c.Name] == nil {
+			return nil, fmt.Errorf("REQUIRED column %q is NULL", c.Name)
+		}
+	}
+	return row, nil
+}
+
+// fieldValue checks v against column c, its mode included, and normalizes
+// it: a REPEATED value becomes a []any of normalized elements.
+func fieldValue(c Column, v any) (any, error) {
+	if c.Mode != Repeated {
+		return columnValue(c, v)
+	}
+	if v == nil {
+		return []any(nil), nil
+	}
+	l, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("want []any for a REPEATED column, got %T", v)
+	}
+	out := make([]any, len(l))
+	for i, e := range l {
+		if e == nil {
+			return nil, fmt.Errorf("element %d is NULL (a REPEATED column has no NULL elements)", i)
+		}
+		var err error
+		if out[i], err = columnValue(c, e); err != nil {
+			return nil, fmt.Errorf("element %d: %w", i, err)
+		}
+	}
+	return out, nil
+}
+
+// columnValue checks v against c's type and normalizes it: int64, float64,
+// string, bool, time.Time (UTC, microseconds), *big.Rat, map[string]any
+// (a RECORD), or nil.
+func columnValue(c Column, v any) (any, error) {
 	if v == nil {
 		return nil, nil
 	}
+	typ := c.Type
 	switch typ {
+	case Record:
+		if m, ok := v.(map[string]any); ok {
+			return recordValue(c.Fields, m)
+		}
 	case Int64:
 		switch x := v.(type) {
 		case int:
@@ -283,7 +404,7 @@ func (s *Server) fault(m Method, name string, stream int, offset int64) error {
 		if f.Method != m || f.Times > 0 && f.fired[name] >= f.Times {
 			continue
 		}
-		if m == ReadRows && (f.Stream != AnyStream && f.Stream != stream || offset < f.Offset) {
+		if m == ReadRows && f.Stream != AnyStream && f.Stream != stream || (m == ReadRows || m == AppendRows) && offset < f.Offset {
 			continue
 		}
 		if f.fired == nil {

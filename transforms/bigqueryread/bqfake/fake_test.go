@@ -81,6 +81,10 @@ func TestAddTableErrors(t *testing.T) {
 		{"unknown column", "p.d.t", []Column{{Name: "a", Type: Int64}}, []map[string]any{{"b": int64(1)}}, `no column "b"`},
 		{"wrong Go type", "p.d.t", []Column{{Name: "a", Type: Int64}}, []map[string]any{{"a": "1"}}, "want a Go value for INT64, got string"},
 		{"numeric too precise", "p.d.t", []Column{{Name: "a", Type: Numeric}}, []map[string]any{{"a": "0.0000000001"}}, "scale 9"},
+		{"record without fields", "p.d.t", []Column{{Name: "r", Type: Record}}, nil, "a RECORD column needs fields"},
+		{"bad mode", "p.d.t", []Column{{Name: "a", Type: Int64, Mode: "OPTIONAL"}}, nil, `unsupported mode "OPTIONAL"`},
+		{"null element", "p.d.t", []Column{{Name: "a", Type: Int64, Mode: Repeated}}, []map[string]any{{"a": []any{1, nil}}}, "element 1 is NULL"},
+		{"required null", "p.d.t", []Column{{Name: "r", Type: Record, Fields: []Column{{Name: "a", Type: Int64, Mode: Required}}}}, []map[string]any{{"r": map[string]any{}}}, `REQUIRED column "a" is NULL`},
 		{"numeric too large", "p.d.t", []Column{{Name: "a", Type: Numeric}}, []map[string]any{{"a": new(big.Rat).SetInt(new(big.Int).Exp(big.NewInt(10), big.NewInt(30), nil))}}, "precision 38"},
 	} {
 		err := s.AddTable(tc.ref, tc.cols, tc.rows)
@@ -88,6 +92,30 @@ func TestAddTableErrors(t *testing.T) {
 			t.Errorf("%s: AddTable error = %v, want one containing %q", tc.name, err, tc.errHas)
 		}
 	}
+}
+
+// readSession opens a read client on srv and a session of one stream on
+// table, closed when the test ends.
+func readSession(t *testing.T, srv *Server, table string) (*storage.BigQueryReadClient, *storagepb.ReadSession) {
+	t.Helper()
+	conn, err := grpc.NewClient(srv.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := storage.NewBigQueryReadClient(t.Context(), option.WithGRPCConn(conn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	sess, err := c.CreateReadSession(t.Context(), &storagepb.CreateReadSessionRequest{
+		Parent:         "projects/p",
+		ReadSession:    &storagepb.ReadSession{Table: table, DataFormat: storagepb.DataFormat_ARROW},
+		MaxStreamCount: 1,
+	})
+	if err != nil {
+		t.Fatalf("CreateReadSession error = %v", err)
+	}
+	return c, sess
 }
 
 // TestReadRowsWire checks the wire forms with the real client: a session's
@@ -109,23 +137,7 @@ func TestReadRowsWire(t *testing.T) {
 	}
 	srv.SetPageRows(3)
 	ctx := context.Background()
-	conn, err := grpc.NewClient(srv.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := storage.NewBigQueryReadClient(ctx, option.WithGRPCConn(conn))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	sess, err := c.CreateReadSession(ctx, &storagepb.CreateReadSessionRequest{
-		Parent:         "projects/p",
-		ReadSession:    &storagepb.ReadSession{Table: "projects/p/datasets/d/tables/t", DataFormat: storagepb.DataFormat_ARROW},
-		MaxStreamCount: 1,
-	})
-	if err != nil {
-		t.Fatalf("CreateReadSession error = %v", err)
-	}
+	c, sess := readSession(t, srv, "projects/p/datasets/d/tables/t")
 	if len(sess.GetStreams()) != 1 {
 		t.Fatalf("got %d streams, want 1", len(sess.GetStreams()))
 	}

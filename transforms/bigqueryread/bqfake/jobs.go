@@ -42,12 +42,26 @@ type job struct {
 	err string // "" if the job succeeded
 }
 
-var restRE = regexp.MustCompile(`/projects/([^/]+)/(jobs|queries)(?:/([^/]+))?$`)
+var (
+	restRE   = regexp.MustCompile(`/projects/([^/]+)/(jobs|queries)(?:/([^/]+))?$`)
+	tablesRE = regexp.MustCompile(`/projects/([^/]+)/datasets/([^/]+)/tables(?:/([^/]+))?$`)
+)
 
 // restHandler serves jobs.insert, jobs.getQueryResults and jobs.get for
-// query jobs. A job finishes as soon as it is inserted.
+// query jobs (a job finishes as soon as it is inserted), and tables.get
+// and tables.insert.
 func (s *Server) restHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if m := tablesRE.FindStringSubmatch(r.URL.Path); m != nil {
+			switch {
+			case m[3] != "" && r.Method == http.MethodGet:
+				s.getTable(w, m[1]+"."+m[2]+"."+m[3])
+				return
+			case m[3] == "" && r.Method == http.MethodPost:
+				s.insertTable(w, r, m[1], m[2])
+				return
+			}
+		}
 		m := restRE.FindStringSubmatch(r.URL.Path)
 		switch {
 		case m != nil && m[2] == "jobs" && m[3] == "" && r.Method == http.MethodPost:
