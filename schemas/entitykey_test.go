@@ -213,6 +213,10 @@ func TestParseCompositeKeyRejects(t *testing.T) {
 	}
 }
 
+// TestDecodeCompositeKey decodes events of a composite-key set, good and
+// bad.
+//
+// fixed dates: decoding only, nothing compares them with the clock.
 func TestDecodeCompositeKey(t *testing.T) {
 	fs, err := Parse("x.yaml", []byte(compositeYAML))
 	if err != nil {

@@ -453,7 +453,7 @@ func TestLoadExamples(t *testing.T) {
 			t.Errorf("%s: batch files %q match nothing (%v)", fs.File, fs.Sources.Batch.Files, err)
 		}
 	}
-	if diff := cmp.Diff([]string{"card_activity", "user_sessions"}, names); diff != "" {
+	if diff := cmp.Diff([]string{"card_activity", "user_merchant", "user_sessions"}, names); diff != "" {
 		t.Errorf("LoadAll(.) names mismatch (-want +got):\n%s", diff)
 	}
 	fs, err := Load("card_activity.yaml")

@@ -342,7 +342,7 @@ func TestShippedService(t *testing.T) {
 	if len(svcs) != 1 || svcs[0].Name != "fraud_model" {
 		t.Fatalf("LoadServices = %v, want fraud_model", svcs)
 	}
-	if diff := cmp.Diff([]Column{{"card_id", String}, {"user_id", Int64}}, svcs[0].Keys()); diff != "" {
+	if diff := cmp.Diff([]Column{{"card_id", String}, {"user_id", Int64}, {"merchant", String}}, svcs[0].Keys()); diff != "" {
 		t.Errorf("fraud_model keys mismatch (-want +got):\n%s", diff)
 	}
 	if beside, err := LoadServicesBeside(sets, ".", "card_activity.yaml", t.TempDir()); err != nil || len(beside) != 1 || beside[0].Name != "fraud_model" {
@@ -352,7 +352,7 @@ func TestShippedService(t *testing.T) {
 	if err != nil {
 		t.Fatalf("LoadServiceWithSets error = %v", err)
 	}
-	if got := svc.Sets(); len(got) != 2 || got[0].Name != "card_activity" || got[1].Name != "user_sessions" {
+	if got := svc.Sets(); len(got) != 3 || got[0].Name != "card_activity" || got[1].Name != "user_merchant" || got[2].Name != "user_sessions" {
 		t.Errorf("LoadServiceWithSets sets = %v", got)
 	}
 }

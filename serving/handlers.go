@@ -204,7 +204,10 @@ func appendEntity(b []byte, fs *schemas.FeatureSet, entity string) []byte {
 	if !fs.CompositeKey() {
 		return appendString(b, entity)
 	}
-	parts, _ := schemas.SplitEntityKey(entity, len(fs.Entity.Keys)) // joined by joinKey
+	parts, ok := schemas.SplitEntityKey(entity, len(fs.Entity.Keys))
+	if !ok { // never: joinKey made it
+		return appendString(b, entity)
+	}
 	b = append(b, '{')
 	for i, c := range fs.KeyColumns() {
 		if i > 0 {

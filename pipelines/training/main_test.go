@@ -33,12 +33,12 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// writeSpine writes a small CSV spine keyed for both example sets.
+// writeSpine writes a small CSV spine keyed for the example sets.
 // A fixed date: the training pipeline compares no instant with the clock.
 func writeSpine(t *testing.T) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "spine.csv")
-	spine := "card_id,user_id,ts,label\nc_1001,100001,2026-03-02T12:00:00Z,1\nc_1002,100002,2026-03-02T13:30:00.5Z,0\n"
+	spine := "card_id,user_id,merchant,ts,label\nc_1001,100001,Starbucks,2026-03-02T12:00:00Z,1\nc_1002,100002,Amazon,2026-03-02T13:30:00.5Z,0\n"
 	if err := os.WriteFile(path, []byte(spine), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -87,6 +87,7 @@ func TestDataflowDryRun(t *testing.T) {
 			args: []string{"--service=../../schemas/services/fraud_model.yaml"},
 			stages: []string{
 				"Features_card_activity/trainpipe.Features/trainpipe.sweepFn",
+				"Features_user_merchant/trainpipe.Features/trainpipe.sweepFn",
 				"Features_user_sessions/trainpipe.Features/trainpipe.sweepFn",
 				"Join/trainpipe.JoinRows/trainpipe.joinFn",
 				"Write/trainpipe.WriteRows/trainpipe.writeFn",

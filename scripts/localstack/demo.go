@@ -187,12 +187,22 @@ func RunDemo(ctx context.Context, cfg DemoConfig, out io.Writer) error {
 			if !ok {
 				continue
 			}
-			res, err := api.Get(ctx, set.Name, e, nil, time.Time{})
+			get := api.Get
+			if set.CompositeKey() {
+				get = func(ctx context.Context, name, e string, f []string, at time.Time) (*client.EntityFeatures, error) {
+					return api.GetKey(ctx, name, keyRow(set, e), f, at)
+				}
+			}
+			label := e
+			if set.CompositeKey() {
+				label = keyQuery(set, e)
+			}
+			res, err := get(ctx, set.Name, e, nil, time.Time{})
 			if err != nil {
-				logf("values of %s %s: %v", set.Name, e, err)
+				logf("values of %s %s: %v", set.Name, label, err)
 				continue
 			}
-			logf("values of %s %s: %s", set.Name, e, formatValues(set, res))
+			logf("values of %s %s: %s", set.Name, label, formatValues(set, res))
 		}
 	}
 	showValues()
@@ -200,7 +210,14 @@ func RunDemo(ctx context.Context, cfg DemoConfig, out io.Writer) error {
 	fmt.Fprintf(out, "\nTry (values change as live events arrive, %g events/s per feature set):\n\n", cfg.Rate)
 	fmt.Fprintf(out, "  curl -s %s/v1/featuresets\n", base)
 	for _, set := range sets {
-		if e, ok := live.hottest(set.Name); ok {
+		e, ok := live.hottest(set.Name)
+		switch {
+		case !ok:
+		case set.CompositeKey():
+			fmt.Fprintf(out, "  curl -s '%s/v1/features/%s?%s'\n", base, set.Name, keyQuery(set, e))
+			body := fmt.Sprintf(`{"entities": [%s], "features": [%q]}`, keyObject(set, e), set.Features[0].Name)
+			fmt.Fprintf(out, "  curl -s -X POST %s/v1/features/%s -d '%s'\n", base, set.Name, body)
+		default:
 			fmt.Fprintf(out, "  curl -s %s/v1/features/%s/%s\n", base, set.Name, url.PathEscape(e))
 		}
 	}
@@ -325,6 +342,30 @@ func (lf *liveFeed) hottest(set string) (string, bool) {
 		return "", false
 	}
 	return t[0], true
+}
+
+// keyQuery is the query string of a composite key: user_id=7&merchant=Subway.
+func keyQuery(set *schemas.FeatureSet, key string) string {
+	parts, _ := schemas.SplitEntityKey(key, len(set.Entity.Keys)) // generated keys
+	var q []string
+	for i, k := range set.Entity.Keys {
+		q = append(q, k+"="+url.QueryEscape(parts[i]))
+	}
+	return strings.Join(q, "&")
+}
+
+// keyObject is a composite key as a JSON object: {"user_id": 7, "merchant": "Subway"}.
+func keyObject(set *schemas.FeatureSet, key string) string {
+	parts, _ := schemas.SplitEntityKey(key, len(set.Entity.Keys)) // generated keys
+	var kv []string
+	for i, c := range set.KeyColumns() {
+		v := fmt.Sprintf("%q", parts[i])
+		if c.Type == schemas.Int64 {
+			v = parts[i]
+		}
+		kv = append(kv, fmt.Sprintf("%q: %s", c.Name, v))
+	}
+	return "{" + strings.Join(kv, ", ") + "}"
 }
 
 func quoteList(ss []string) string {

@@ -18,6 +18,13 @@
 //	(c) hot: (a) again over inputs where one entity holds --hot (10%) of
 //	    the events and of the spine rows.
 //
+// With --bigquery it also runs
+//
+//	(d) BigQuery output: (a) again, writing to a table of the in-process
+//	    BigQuery fake (bqfake) through the Storage Write API (4 streams,
+//	    one commit) instead of the Parquet file; the fake, which decodes
+//	    and keeps every row in memory, is part of what is measured.
+//
 // The machine may be shared, so it runs --rounds rounds of (a), (b) and
 // (c), interleaved, and keeps each phase's fastest. It prints spine rows/s
 // of each, the ratio (a)/(b) (target ≥ 0.5), the CPU time of each phase and
@@ -25,6 +32,7 @@
 //
 //	go run ./scripts/trainingbench                 # 1M events, 100k spine rows
 //	go run ./scripts/trainingbench --n 200000 --spine 20000
+//	go run ./scripts/trainingbench --bigquery       # and (d)
 package main
 
 import (
@@ -52,6 +60,7 @@ import (
 	"github.com/tandem-fp/tandem/schemas/sample"
 	"github.com/tandem-fp/tandem/scripts/internal/procstat"
 	"github.com/tandem-fp/tandem/transforms"
+	"github.com/tandem-fp/tandem/transforms/bigqueryread/bqfake"
 )
 
 func init() {
@@ -84,11 +93,15 @@ features:
   - {name: last_merchant, op: last, field: merchant, window: 7d, tile: 1h}
 `
 
+// withBigQuery runs phase (d).
+var withBigQuery bool
+
 func main() {
 	n := flag.Int("n", 1_000_000, "events")
 	spineRows := flag.Int("spine", 100_000, "spine rows")
 	hot := flag.Float64("hot", 0.10, "share of the events and spine rows of the hot entity in phase (c)")
 	rounds := flag.Int("rounds", 1, "rounds of (a), (b), (c); the fastest of each is kept")
+	flag.BoolVar(&withBigQuery, "bigquery", false, "also run (d): (a) with the BigQuery output, to the in-process fake")
 	flag.Parse()
 	beam.Init()
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
@@ -121,7 +134,14 @@ func run(ctx context.Context, n, spineRows int, hot float64, rounds int) error {
 	}
 	fmt.Printf("inputs: %d events of %d entities over %s, %d spine rows; hot entity %s: %.0f%% of both in (c)\n",
 		n, sample.Entities(n), t1.Sub(t0), spineRows, plain.hotKey, hot*100)
-	var a, b, c *phase
+	var a, b, c, d *phase
+	var fake *bqfake.Server
+	if withBigQuery {
+		if fake, err = bqfake.NewServer(); err != nil {
+			return err
+		}
+		defer fake.Close()
+	}
 	for r := range rounds {
 		pa, err := measure(func() (int64, error) { return runTraining(ctx, set, plain, filepath.Join(dir, "a.parquet")) })
 		if err != nil {
@@ -137,10 +157,21 @@ func run(ctx context.Context, n, spineRows int, hot float64, rounds int) error {
 		}
 		fmt.Printf("round %d: (a) %s  (b) %s  (c) %s\n", r+1, pa, pb, pc)
 		a, b, c = fastest(a, pa), fastest(b, pb), fastest(c, pc)
+		if fake != nil {
+			pd, err := measure(func() (int64, error) { return runTrainingBigQuery(ctx, set, plain, fake, r, dir) })
+			if err != nil {
+				return fmt.Errorf("(d) BigQuery output: %w", err)
+			}
+			fmt.Printf("round %d: (d) %s\n", r+1, pd)
+			d = fastest(d, pd)
+		}
 	}
 	fmt.Printf("(a) training:  %8.0f spine rows/s  %s wall, %s CPU; peak RSS %s\n", a.rate(), a.wall.Round(time.Millisecond), a.cpu.Round(time.Millisecond), mb(a.rss))
 	fmt.Printf("(b) bare Beam: %8.0f spine rows/s  %s wall, %s CPU; peak RSS %s\n", b.rate(), b.wall.Round(time.Millisecond), b.cpu.Round(time.Millisecond), mb(b.rss))
 	fmt.Printf("(c) hot:       %8.0f spine rows/s  %s wall, %s CPU; peak RSS %s\n", c.rate(), c.wall.Round(time.Millisecond), c.cpu.Round(time.Millisecond), mb(c.rss))
+	if d != nil {
+		fmt.Printf("(d) BigQuery:  %8.0f spine rows/s  %s wall, %s CPU; peak RSS %s; (d)/(a) = %.2f\n", d.rate(), d.wall.Round(time.Millisecond), d.cpu.Round(time.Millisecond), mb(d.rss), d.rate()/a.rate())
+	}
 	ratio := a.rate() / b.rate()
 	fmt.Printf("(a)/(b) = %.2f (target ≥ 0.5: %s); (c)/(a) = %.2f\n", ratio, verdict(ratio >= 0.5), c.rate()/a.rate())
 	return nil
@@ -225,6 +256,25 @@ func runTraining(ctx context.Context, set *schemas.FeatureSet, in inputs, out st
 	}
 	if res.Rows != in.rows || res.DeadRows != 0 {
 		return 0, fmt.Errorf("%d rows written and %d dead, want %d and 0", res.Rows, res.DeadRows, in.rows)
+	}
+	return res.Rows, nil
+}
+
+// runTrainingBigQuery runs phase (d): (a) to table training_<round> of fake.
+func runTrainingBigQuery(ctx context.Context, set *schemas.FeatureSet, in inputs, fake *bqfake.Server, round int, dir string) (int64, error) {
+	cfg := &trainpipe.Config{
+		Requests:   []trainpipe.Request{{Set: set, Source: schemas.BatchSource{Files: in.events}}},
+		SpineGlob:  in.spine,
+		Output:     trainpipe.Output{Table: fmt.Sprintf("bench.ml.training_%d", round), Shards: 4},
+		DeadLetter: filepath.Join(dir, "d-dead"),
+		BigQuery:   batchpipe.BigQueryConfig{Endpoint: fake.Addr, RESTEndpoint: fake.URL},
+	}
+	res, err := trainpipe.Run(ctx, cfg)
+	if err != nil {
+		return 0, err
+	}
+	if got := len(fake.Rows(cfg.Output.Table)); res.Rows != in.rows || int64(got) != in.rows || res.DeadRows != 0 {
+		return 0, fmt.Errorf("%d rows committed (%d in the table) and %d dead, want %d and 0", res.Rows, got, res.DeadRows, in.rows)
 	}
 	return res.Rows, nil
 }

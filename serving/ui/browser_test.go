@@ -254,6 +254,9 @@ type fixture struct {
 	user    string    // an entity of user_sessions, whose stream is behind
 }
 
+// pairMerchant is the merchant of the fixture's user_merchant entity.
+const pairMerchant = "Café #1"
+
 const (
 	cardKey  = "ui-test-card-key-0123456789" // may read card_activity only
 	wrongKey = "not-a-key-of-this-server-000"
@@ -299,6 +302,18 @@ func newFixture(t *testing.T, withKeys bool) *fixture {
 			"country": schemas.StringValue("DE"), "device": schemas.StringValue("phone"), "dwell_ms": schemas.Int64Value(int64(500 + 90*(k%11))),
 			"cart_items": schemas.Int64Value(int64(k % 4)), "logged_in": schemas.BoolValue(k%2 == 0),
 		}))
+	}
+	// user_merchant (a composite key): the user's payments at a merchant
+	// whose name holds the key encoding's separator.
+	pairs := f.sets["user_merchant"]
+	var pairEvents []schemas.Event
+	for k, t := 0, now.Add(-20*time.Hour); t.Before(now.Add(-5 * time.Minute)); k, t = k+1, t.Add(45*time.Minute) {
+		pairEvents = append(pairEvents, servingtest.Event(pairs, schemas.EntityKey(f.user, pairMerchant), t, map[string]schemas.Value{
+			"amount": schemas.Float64Value(5 + float64(k%9)), "approved": schemas.BoolValue(k%4 != 0),
+		}))
+	}
+	if err := servingtest.WriteEvents(ctx, emu.Table, pairs, schemas.FamilyStream, pairEvents...); err != nil {
+		t.Fatal(err)
 	}
 	// And generated traffic of other entities, as a running stack has.
 	cardEvents = append(cardEvents, sample.Events(card, 1, 2000, now.Add(-72*time.Hour), now.Add(-time.Minute))...)
@@ -451,7 +466,7 @@ func TestPages(t *testing.T) {
 			b.open(vp, f.url+"/ui/")
 			b.waitFor("document.body.dataset.ready === 'true'")
 			got := eval[[]string](b, `[...document.querySelectorAll('section[data-set]')].map(s => s.dataset.set)`)
-			if diff := cmp.Diff([]string{"card_activity", "user_sessions"}, got); diff != "" {
+			if diff := cmp.Diff([]string{"card_activity", "user_merchant", "user_sessions"}, got); diff != "" {
 				t.Errorf("feature set cards (-want +got):\n%s", diff)
 			}
 			rows := eval[[]string](b, `[...document.querySelectorAll('#set-card_activity tr[data-feature]')].map(r => r.dataset.feature)`)
@@ -463,7 +478,7 @@ func TestPages(t *testing.T) {
 				t.Errorf("card_activity's features (-want +got):\n%s", diff)
 			}
 			links := eval[[]string](b, `[...document.querySelectorAll('section[data-service=fraud_model] td.head a')].map(a => a.getAttribute('href'))`)
-			if diff := cmp.Diff([]string{"./#set-card_activity", "./#set-user_sessions"}, links); diff != "" {
+			if diff := cmp.Diff([]string{"./#set-card_activity", "./#set-user_merchant", "./#set-user_sessions"}, links); diff != "" {
 				t.Errorf("fraud_model's links to its sets (-want +got):\n%s", diff)
 			}
 			// Values of shapes the page does not know (lists, objects) are
@@ -476,6 +491,7 @@ func TestPages(t *testing.T) {
 			// A feature service read from its card shows what the API answers.
 			b.setValue("section[data-service=fraud_model] input[name=card_id]", f.card)
 			b.setValue("section[data-service=fraud_model] input[name=user_id]", f.user)
+			b.setValue("section[data-service=fraud_model] input[name=merchant]", pairMerchant)
 			b.setValue("section[data-service=fraud_model] input[name=at]", f.at.Format(time.RFC3339))
 			b.do(chromedp.Click(chromedp.CSS("section[data-service=fraud_model] form button")))
 			b.waitFor("document.querySelectorAll('section[data-service=fraud_model] .service-values tr[data-feature]').length > 0")
@@ -483,7 +499,7 @@ func TestPages(t *testing.T) {
 				Features map[string]map[string]featureValue `json:"features"`
 				Derived  map[string]featureValue            `json:"derived"`
 			}
-			f.get("/v1/services/fraud_model?card_id="+f.card+"&user_id="+f.user+"&at="+f.at.Format(time.RFC3339), "", &svc)
+			f.get("/v1/services/fraud_model?"+url.Values{"card_id": {f.card}, "user_id": {f.user}, "merchant": {pairMerchant}, "at": {f.at.Format(time.RFC3339)}}.Encode(), "", &svc)
 			type svcCell struct{ Set, Feature, Value, Status, AsOf string }
 			shown := eval[[]svcCell](b, `[...document.querySelectorAll('section[data-service=fraud_model] .service-values tr[data-feature]')].map(r => ({Set: r.dataset.set,
 				Feature: r.dataset.feature, Value: r.querySelector('td.value').dataset.value, Status: r.dataset.status, AsOf: (r.querySelector('.asof') || {}).title || ''}))`)
@@ -503,7 +519,7 @@ func TestPages(t *testing.T) {
 					onPage[c.Set][k] = v
 				}
 			}
-			if diff := cmp.Diff(svc.Features, onPage); diff != "" || len(shown) != 11 {
+			if diff := cmp.Diff(svc.Features, onPage); diff != "" || len(shown) != 14 {
 				t.Errorf("fraud_model read on the page: %d values (-API +page):\n%s", len(shown), diff)
 			}
 			if diff := cmp.Diff(svc.Derived, derivedOnPage); diff != "" || len(derivedOnPage) != 2 {
@@ -527,7 +543,7 @@ func TestPages(t *testing.T) {
 			b.waitFor("Number(document.getElementById('updated').dataset.polls) >= 2")
 			type row struct{ Set, Status, APIStatus string }
 			got := eval[[]row](b, `[...document.querySelectorAll('#freshness tbody tr')].map(r => ({Set: r.dataset.set, Status: r.dataset.status, APIStatus: r.dataset.apiStatus || ''}))`)
-			want := []row{{"card_activity", "PRESENT", "PRESENT"}, {"user_sessions", "STALE", "STALE"}}
+			want := []row{{"card_activity", "PRESENT", "PRESENT"}, {"user_merchant", "STALE", "STALE"}, {"user_sessions", "STALE", "STALE"}}
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("freshness rows (-want +got):\n%s", diff)
 			}
@@ -536,6 +552,41 @@ func TestPages(t *testing.T) {
 				b.elementShot("main", "readme-freshness")
 			}
 			b.noConsoleErrors("freshness")
+		})
+		t.Run("composite key/"+vp.name, func(t *testing.T) {
+			// The entity page of a composite-key set takes one input per
+			// key part, reads the API with them as parameters, and shows
+			// what it answers.
+			b.t = t
+			b.open(vp, f.url+"/ui/entity.html?set=user_merchant")
+			b.waitFor("document.body.dataset.ready === 'true'")
+			parts := eval[[]string](b, `[...document.querySelectorAll('#key-parts input[data-part]')].map(i => i.dataset.part)`)
+			if diff := cmp.Diff([]string{"user_id", "merchant"}, parts); diff != "" {
+				t.Errorf("key part inputs (-want +got):\n%s", diff)
+			}
+			b.setValue("#key-parts input[data-part=user_id]", f.user)
+			b.setValue("#key-parts input[data-part=merchant]", pairMerchant)
+			b.do(chromedp.Click(chromedp.CSS("#lookup button")))
+			b.waitFor("!document.getElementById('values-card').hidden")
+			var api entityFeatures
+			f.get("/v1/features/user_merchant?"+url.Values{"user_id": {f.user}, "merchant": {pairMerchant}}.Encode(), "", &api)
+			cells := eval[[]cell](b, `[...document.querySelectorAll('#values tbody tr')].map(r => ({Feature: r.dataset.feature,
+				Value: r.querySelector('td.value').dataset.value, Text: r.querySelector('td.value').textContent,
+				Status: r.dataset.status, AsOf: (r.querySelector('.asof') || {}).title || ''}))`)
+			if diff := cmp.Diff(api.Features, decodeCells(t, cells)); diff != "" || len(cells) != f.sets["user_merchant"].Outputs() {
+				t.Errorf("lookup of user_merchant (-API +page):\n%s", diff)
+			}
+			if n := fmt.Sprint(api.Features["txn_count_7d"].Value); n == "0" || n == "<nil>" {
+				t.Errorf("txn_count_7d = %v, want the fixture's payments", api.Features["txn_count_7d"])
+			}
+			if got := eval[string](b, `document.getElementById('values-title').textContent`); got != "user_merchant / user_id="+f.user+", merchant="+pairMerchant {
+				t.Errorf("values title %q", got)
+			}
+			if got := eval[string](b, `location.search`); !strings.Contains(got, "key.merchant=Caf") {
+				t.Errorf("the page's URL %q does not hold the key parts", got)
+			}
+			b.screenshot("composite-key-" + vp.name)
+			b.noConsoleErrors("composite key")
 		})
 		t.Run("entity/"+vp.name, func(t *testing.T) {
 			b.t = t

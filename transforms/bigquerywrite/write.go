@@ -205,7 +205,9 @@ func newClient(ctx context.Context, table, endpoint string) (*managedwriter.Clie
 		opts = append(opts, option.WithEndpoint(endpoint), option.WithoutAuthentication(),
 			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
 	}
-	c, err := managedwriter.NewClient(ctx, p, opts...)
+	// The client keeps its context for its connections, across bundles:
+	// not the caller's cancellation.
+	c, err := managedwriter.NewClient(context.WithoutCancel(ctx), p, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("bigquerywrite: create Storage Write client: %w", err)
 	}

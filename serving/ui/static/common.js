@@ -66,6 +66,35 @@ export function entityPath(key) {
   return encodeURIComponent(key);
 }
 
+// keyFields are the entity key fields of a feature set definition, in key
+// order: one for a single key, several for a composite key (entity.key is
+// then a list).
+export function keyFields(fs) {
+  const k = fs && fs.entity ? fs.entity.key : null;
+  if (Array.isArray(k)) return k;
+  return k ? [k] : [];
+}
+
+// featuresPath is the API path of one entity's features: the key in the
+// path for a single key (a string), the key parts as query parameters named
+// like the key fields for a composite key (an object, field → part), and
+// params (features, at) when set.
+export function featuresPath(set, key, params) {
+  const q = new URLSearchParams();
+  if (typeof key === 'object' && key) for (const [k, v] of Object.entries(key)) q.set(k, v);
+  for (const [k, v] of Object.entries(params || {})) if (v) q.set(k, v);
+  const qs = q.toString();
+  const base = '/v1/features/' + encodeURIComponent(set) + (typeof key === 'object' ? '' : '/' + entityPath(key));
+  return base + (qs ? '?' + qs : '');
+}
+
+// keyText shows an entity key: the key itself, or a composite key's parts
+// as field=part, joined by commas.
+export function keyText(key) {
+  if (typeof key !== 'object' || !key) return String(key);
+  return Object.entries(key).map(([k, v]) => k + '=' + v).join(', ');
+}
+
 // el builds an element: attrs are attributes ("text" sets textContent,
 // "class" the class), children are nodes or strings (as text).
 export function el(tag, attrs = {}, ...children) {

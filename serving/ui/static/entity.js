@@ -1,10 +1,12 @@
 // The entity page: look up every feature of one entity at now or at a given
-// instant (GET /v1/features/{set}/{entity}), and draw the history of some
+// instant (GET /v1/features/{set}/{entity}; for a composite key
+// GET /v1/features/{set}?FIELD=...&FIELD=..., an input per key part), and
+// draw the history of some
 // of them over a range, sampled by past reads (the same GET with at=, at
 // most four in flight), a line per feature, with markers coloured by
 // status and gaps where a value is NOT_FOUND.
 /* global uPlot */
-import {api, el, entityPath, errorBox, formatValue, guard, mapLimit, parseDuration, start, statusBadge, timeCell} from './common.js';
+import {api, el, errorBox, featuresPath, formatValue, guard, keyFields, keyText, mapLimit, parseDuration, start, statusBadge, timeCell} from './common.js';
 
 const colors = ['#2458c6', '#d9480f', '#2b8a3e', '#862e9c'];
 const maxDrawn = colors.length;
@@ -14,11 +16,26 @@ const plottable = new Set(['int64', 'float64', 'bool']);
 const $ = (id) => document.getElementById(id);
 const state = {sets: new Map(), set: null, key: '', at: '', chart: null, resize: null};
 
-function featurePath(set, key, params) {
-  const q = new URLSearchParams();
-  for (const [k, v] of Object.entries(params)) if (v) q.set(k, v);
-  const qs = q.toString();
-  return '/v1/features/' + encodeURIComponent(set) + '/' + entityPath(key) + (qs ? '?' + qs : '');
+const featurePath = featuresPath;
+
+// keyInputs shows the key input of the chosen set: one for a single key,
+// one per part (each named like its key field) for a composite key.
+function keyInputs() {
+  const fs = state.sets.get($('set').value);
+  const fields = keyFields(fs);
+  const single = fields.length <= 1;
+  $('key-label').hidden = !single;
+  $('key').required = single;
+  $('key').placeholder = single && fields.length ? fields[0] : 'entity key';
+  $('key-parts').replaceChildren(...(single ? [] : fields.map((k) => el('label', {}, k + ' ',
+    el('input', {class: 'key', 'data-part': k, required: true, spellcheck: 'false', autocomplete: 'off', placeholder: k})))));
+}
+
+// currentKey is the key the inputs give: a string, or an object of parts.
+function currentKey() {
+  const parts = [...$('key-parts').querySelectorAll('input[data-part]')];
+  if (!parts.length) return $('key').value;
+  return Object.fromEntries(parts.map((i) => [i.dataset.part, i.value]));
 }
 
 function definition(f) {
@@ -29,7 +46,8 @@ function definition(f) {
 function syncURL(extra = {}) {
   const q = new URLSearchParams();
   if (state.set) q.set('set', state.set.name);
-  if (state.key) q.set('key', state.key);
+  if (typeof state.key === 'object') for (const [k, v] of Object.entries(state.key)) q.set('key.' + k, v);
+  else if (state.key) q.set('key', state.key);
   if (state.at) q.set('at', state.at);
   for (const [k, v] of Object.entries(extra)) if (v) q.set(k, v);
   history.replaceState(null, '', '?' + q.toString());
@@ -48,7 +66,7 @@ function renderValues(fs, res) {
     el('td', {class: 'sub', 'data-label': 'definition', text: definition(defs.get(name))}),
   ));
   $('values').tBodies[0].replaceChildren(...rows);
-  $('values-title').textContent = fs.name + ' / ' + res.entity;
+  $('values-title').textContent = fs.name + ' / ' + keyText(res.entity);
   $('values-at').replaceChildren('at ', timeCell(res.at), state.at ? '' : ' (now, by the server\'s clock)');
   const f = res.freshness || {};
   $('values-freshness').replaceChildren(
@@ -57,7 +75,7 @@ function renderValues(fs, res) {
     el('dt', {text: 'newest stream tile'}), el('dd', {}, timeCell(f.stream_latest_tile)),
   );
   $('values-card').hidden = false;
-  $('values-card').dataset.entity = res.entity;
+  $('values-card').dataset.entity = keyText(res.entity);
 }
 
 function renderFeatureChoices(fs, chosen) {
@@ -74,7 +92,7 @@ function renderFeatureChoices(fs, chosen) {
 
 async function lookup() {
   const set = state.sets.get($('set').value);
-  const key = $('key').value;
+  const key = currentKey();
   const at = $('at').value.trim();
   $('lookup-error').replaceChildren();
   if (!set) throw new Error('choose a feature set');
@@ -369,19 +387,18 @@ start('entity', async () => {
   state.sets = new Map(sets.map((s) => [s.name, s]));
   const q = new URLSearchParams(location.search);
   const select = $('set');
-  select.replaceChildren(...sets.map((s) => el('option', {value: s.name, text: s.name + ' (' + ((s.entity && s.entity.key) || 'key') + ')'})));
+  select.replaceChildren(...sets.map((s) => el('option', {value: s.name, text: s.name + ' (' + (keyFields(s).join(', ') || 'key') + ')'})));
   if (q.get('set') && state.sets.has(q.get('set'))) select.value = q.get('set');
   if (!sets.length) {
     $('error').replaceChildren(el('p', {class: 'empty', text: 'This API key may read no feature set.'}));
     return;
   }
-  const placeholder = () => {
-    const fs = state.sets.get(select.value);
-    $('key').placeholder = fs && fs.entity ? fs.entity.key : 'entity key';
-  };
-  select.onchange = placeholder;
-  placeholder();
+  select.onchange = keyInputs;
+  keyInputs();
   if (q.get('key') !== null) $('key').value = q.get('key');
+  const parts = [...$('key-parts').querySelectorAll('input[data-part]')];
+  for (const i of parts) if (q.get('key.' + i.dataset.part) !== null) i.value = q.get('key.' + i.dataset.part);
+  const keyGiven = parts.length ? parts.every((i) => q.get('key.' + i.dataset.part) !== null) : !!q.get('key');
   if (q.get('at')) $('at').value = q.get('at');
   const doLookup = guard(lookup, $('lookup-error'));
   $('lookup').onsubmit = (e) => {
@@ -405,7 +422,7 @@ start('entity', async () => {
     await api('/v1/featuresets/' + encodeURIComponent(wantedSet));
     throw new Error('feature set "' + wantedSet + '" is not listed for this key');
   }
-  if (q.get('key')) {
+  if (keyGiven) {
     await doLookup();
     if (q.get('features') && !$('values-card').hidden) await doDraw();
   }

@@ -6,9 +6,19 @@
 // watermark, or the newest stream tile when no watermark was written), a
 // value read now is STALE when now − C exceeds the set's expectation
 // (fresh_for in its definition), and always STALE when nothing was written.
-import {APIError, api, el, entityPath, errorBox, formatDuration, formatSpan, parseDuration, start, timeCell} from './common.js';
+import {APIError, api, el, errorBox, featuresPath, keyFields, formatDuration, formatSpan, parseDuration, start, timeCell} from './common.js';
 
 const probeEntity = '~freshness-probe';
+
+// probeKey is the placeholder entity of fs: probeEntity, or for a
+// composite key an object of parts (the smallest int64 for int64 parts,
+// which the API checks).
+function probeKey(fs) {
+  const fields = keyFields(fs);
+  if (fields.length === 1) return probeEntity;
+  const types = new Map((fs.fields || []).map((f) => [f.name, f.type]));
+  return Object.fromEntries(fields.map((k) => [k, types.get(k) === 'int64' ? '-9223372036854775808' : probeEntity]));
+}
 const params = new URLSearchParams(location.search);
 const every = Math.max(1, Number(params.get('every')) || 5) * 1000;
 let generation = 0;
@@ -86,8 +96,7 @@ async function poll(sets, gen) {
     const probe = probeFeature(fs);
     if (!probe) return errorRow(fs, new Error('the set has no feature to read its freshness with'));
     try {
-      const q = new URLSearchParams({features: probe.name});
-      const res = await api('/v1/features/' + encodeURIComponent(fs.name) + '/' + entityPath(probeEntity) + '?' + q);
+      const res = await api(featuresPath(fs.name, probeKey(fs), {features: probe.name}));
       return row(fs, res, probe.name);
     } catch (err) {
       if (err instanceof APIError && err.status === 401) throw err;

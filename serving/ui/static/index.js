@@ -1,7 +1,7 @@
 // The overview: every feature set the key may read (GET /v1/featuresets)
 // with its features, and the feature services (GET /v1/services) linked to
 // their sets, each with a form that reads it for one row of keys.
-import {api, el, entityLink, errorBox, formatDuration, formatValue, guard, setLink, start, statusBadge, timeCell} from './common.js';
+import {api, el, entityLink, errorBox, formatDuration, formatValue, guard, keyFields, setLink, start, statusBadge, timeCell} from './common.js';
 
 function sourcesText(src) {
   const parts = [];
@@ -38,7 +38,7 @@ function setCard(fs, usedBy) {
   return el('section', {class: 'card', id: 'set-' + fs.name, 'data-set': fs.name},
     el('header', {},
       el('h2', {text: fs.name}),
-      el('span', {class: 'sub'}, 'entity ', el('b', {text: (fs.entity && fs.entity.name) || '?'}), ' keyed by ', el('code', {text: (fs.entity && fs.entity.key) || '?'})),
+      el('span', {class: 'sub'}, 'entity ', el('b', {text: (fs.entity && fs.entity.name) || '?'}), ' keyed by ', el('code', {text: keyFields(fs).join(', ') || '?'})),
       el('a', {href: entityLink(fs.name), text: 'look up an entity →'}),
     ),
     facts([
@@ -78,7 +78,7 @@ function serviceCard(svc, known) {
   const keys = (svc.keys || []).map((k) => el('span', {class: 'chip'}, k.name, ': ', el('span', {class: 'mono', text: k.type})));
   const rows = (svc.features || []).map((e) => el('tr', {},
     el('td', {class: 'head'}, known.has(e.featureset) ? el('a', {href: setLink(e.featureset), text: e.featureset}) : e.featureset),
-    el('td', {'data-label': 'key column'}, el('span', {}, el('code', {text: e.key}), ' ', el('span', {class: 'sub', text: e.key_type}))),
+    el('td', {'data-label': 'key column'}, el('span', {}, (e.keys || [{name: e.key, type: e.key_type}]).flatMap((k, i) => [i ? ', ' : '', el('code', {text: k.name}), ' ', el('span', {class: 'sub', text: k.type})]))),
     el('td', {'data-label': 'features'}, el('span', {}, (e.features || []).flatMap((f, i) => [i ? ', ' : '', el('a', {href: entityLink(e.featureset, '', [f]), text: f})]))),
   ));
   return el('section', {class: 'card', id: 'service-' + svc.name, 'data-service': svc.name},
