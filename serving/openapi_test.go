@@ -42,7 +42,7 @@ func TestOpenAPI(t *testing.T) {
 	}
 	for _, route := range []string{
 		"GET /v1/featuresets", "GET /v1/featuresets/{name}", "GET /v1/features/{featureset}/{entity}",
-		"POST /v1/features/{featureset}", "GET /metrics", "GET /healthz", "GET /readyz",
+		"GET /v1/features/{featureset}", "POST /v1/features/{featureset}", "GET /metrics", "GET /healthz", "GET /readyz",
 		"GET /v1/services", "GET /v1/services/{name}", "POST /v1/services/{name}", "POST /get-online-features",
 	} {
 		method, path, _ := strings.Cut(route, " ")
