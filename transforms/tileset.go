@@ -86,12 +86,14 @@ func compareIDs(a, b TileID) int {
 // MarshalBinary encodes the set: a count, then per tile the feature index,
 // the start and the length-prefixed partial encoding, in IDs order.
 func (ts *TileSet) MarshalBinary() ([]byte, error) {
-	b := binary.AppendUvarint(nil, uint64(len(ts.Tiles)))
+	b := make([]byte, 0, 32*len(ts.Tiles)+binary.MaxVarintLen64)
+	b = binary.AppendUvarint(b, uint64(len(ts.Tiles)))
+	var enc []byte // each partial's encoding, in one reused buffer
 	for _, id := range ts.IDs() {
 		b = binary.AppendUvarint(b, uint64(id.Feature))
 		b = binary.AppendVarint(b, id.Start)
-		enc, err := ts.Tiles[id].AppendBinary(nil)
-		if err != nil {
+		var err error
+		if enc, err = ts.Tiles[id].AppendBinary(enc[:0]); err != nil {
 			return nil, fmt.Errorf("encode tile %d@%d: %w", id.Feature, id.Start, err)
 		}
 		b = binary.AppendUvarint(b, uint64(len(enc)))

@@ -229,21 +229,26 @@ func New(op schemas.Op, t schemas.Type) (Partial, error) {
 // approx_percentile and histogram (the other ops ignore them). Parameters
 // out of range give an error wrapping ErrUnsupported.
 func NewWith(op schemas.Op, t schemas.Type, params Params) (Partial, error) {
-	p, err := newPartial(op, t, params)
+	p, err := newPartial(op, t, params, false)
 	if err != nil {
 		return nil, err
 	}
 	return p, nil
 }
 
-func newPartial(op schemas.Op, t schemas.Type, params Params) (partial, error) {
+// newPartial returns the empty partial of op over t. With valid set, the
+// parameters are known to be valid and never to change (a loaded
+// definition's, or the defaults): their percentiles are then neither
+// checked again nor copied, which a tile, made per entity and tile of
+// every event, would otherwise pay for each time.
+func newPartial(op schemas.Op, t schemas.Type, params Params, valid bool) (partial, error) {
 	if op == schemas.OpCount {
 		return new(countPartial), nil
 	}
 	if !declarable(t) || !op.Accepts(t) {
 		return nil, fmt.Errorf("new %s partial over a %s field: %w", op, t, ErrUnsupported)
 	}
-	params, err := params.withDefaults(op)
+	params, err := params.withDefaults(op, !valid)
 	if err != nil {
 		return nil, fmt.Errorf("new %s partial: %v: %w", op, err, ErrUnsupported)
 	}
@@ -278,7 +283,11 @@ func newPartial(op schemas.Op, t schemas.Type, params Params) (partial, error) {
 	case schemas.OpTopK:
 		return &topKPartial{typ: t, k: params.K}, nil
 	case schemas.OpApproxPercentile:
-		return &percentilePartial{typ: t, qs: slices.Clone(params.Percentiles), sk: newDDSketch()}, nil
+		qs := params.Percentiles
+		if !valid {
+			qs = slices.Clone(qs)
+		}
+		return &percentilePartial{typ: t, qs: qs}, nil
 	case schemas.OpHistogram:
 		return &histogramPartial{b: params.Buckets}, nil
 	}
@@ -287,9 +296,10 @@ func newPartial(op schemas.Op, t schemas.Type, params Params) (partial, error) {
 
 // For returns the empty partial aggregate of feature f. f must be valid (as
 // schemas' loader guarantees): For panics if f's op does not accept its
-// field type.
+// field type, and takes its percentiles as they are, unchecked and shared
+// (a definition's never change).
 func For(f schemas.Feature) Partial {
-	p, err := NewWith(f.Op, f.FieldType, ParamsOf(f))
+	p, err := newPartial(f.Op, f.FieldType, ParamsOf(f), true)
 	if err != nil {
 		panic(fmt.Sprintf("aggregate.For(feature %q): %v", f.Name, err))
 	}

@@ -104,7 +104,7 @@ func Decode(b []byte) (Partial, error) {
 	if op == schemas.OpCount && t != schemas.Null {
 		return nil, fmt.Errorf("decode count partial: field type %s, want null: %w", t, ErrCorrupt)
 	}
-	p, err := newPartial(op, t, Params{})
+	p, err := newPartial(op, t, Params{}, true) // the decoder checks the parameters it reads
 	if err != nil {
 		return nil, fmt.Errorf("decode partial: %s over field type %s: %w", op, t, ErrCorrupt)
 	}

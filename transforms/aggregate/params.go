@@ -28,8 +28,9 @@ func ParamsOf(f schemas.Feature) Params {
 	return Params{K: f.K, Percentiles: f.Percentiles, Buckets: f.Buckets}
 }
 
-// withDefaults fills the zero fields of p and checks the others.
-func (p Params) withDefaults(op schemas.Op) (Params, error) {
+// withDefaults fills the zero fields of p and checks the others (the
+// percentiles only if checkPercentiles).
+func (p Params) withDefaults(op schemas.Op, checkPercentiles bool) (Params, error) {
 	if p.K == 0 {
 		p.K = DefaultK
 	}
@@ -44,7 +45,7 @@ func (p Params) withDefaults(op schemas.Op) (Params, error) {
 		return p, fmt.Errorf("k %d, want 1 to %d", p.K, schemas.MaxK)
 	case op == schemas.OpHistogram && (p.Buckets < 1 || p.Buckets > schemas.MaxBuckets):
 		return p, fmt.Errorf("buckets %d, want 1 to %d", p.Buckets, schemas.MaxBuckets)
-	case op == schemas.OpApproxPercentile:
+	case op == schemas.OpApproxPercentile && checkPercentiles:
 		if err := schemas.CheckPercentiles(p.Percentiles); err != nil {
 			return p, err
 		}

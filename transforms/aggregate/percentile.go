@@ -2,6 +2,7 @@ package aggregate
 
 import (
 	"math"
+	"slices"
 
 	"github.com/DataDog/sketches-go/ddsketch"
 	"github.com/DataDog/sketches-go/ddsketch/mapping"
@@ -50,17 +51,51 @@ func newDDSketch() *ddsketch.DDSketch {
 // so the sketch, and every percentile, is the same in any order of adds
 // and merges; it is also the sketch that sketches-go builds directly from
 // the values with the same parameters.
+//
+// A partial of at most fewValues values (most tiles: a tile holds the
+// events of one entity over a few minutes or hours) keeps them as they are
+// and builds no sketch: its encoding, computed from the values' bin
+// indexes, is byte for byte the sketch's, and Merge and Result build the
+// sketch when they need it.
 type percentilePartial struct {
 	typ schemas.Type
-	qs  []float64 // the percentiles Result reports, in definition order
-	sk  *ddsketch.DDSketch
+	qs  []float64          // the percentiles Result reports, in definition order; never changed
+	sk  *ddsketch.DDSketch // nil while the values are in few
+	few [fewValues]float64 // while sk is nil: the n values added, finite and clamped
+	n   int
 }
+
+// fewValues is how many values a percentile partial keeps before it builds
+// its sketch.
+const fewValues = 4
 
 func (p *percentilePartial) Op() schemas.Op          { return schemas.OpApproxPercentile }
 func (p *percentilePartial) fieldType() schemas.Type { return p.typ }
 
 func (p *percentilePartial) Clone() Partial {
-	return &percentilePartial{typ: p.typ, qs: p.qs, sk: p.sk.Copy()}
+	c := *p
+	if p.sk != nil {
+		c.sk = p.sk.Copy()
+	}
+	return &c
+}
+
+// sketch returns p's sketch, building it from the few values if need be.
+func (p *percentilePartial) sketch() *ddsketch.DDSketch {
+	if p.sk == nil {
+		p.sk = fewSketch(p.few[:p.n])
+		p.n = 0
+	}
+	return p.sk
+}
+
+// fewSketch returns a sketch of xs (finite, clamped).
+func fewSketch(xs []float64) *ddsketch.DDSketch {
+	sk := newDDSketch()
+	for _, x := range xs {
+		_ = sk.Add(x) // cannot fail: finite, clamped into range
+	}
+	return sk
 }
 
 func (p *percentilePartial) Add(v schemas.Value, _ int64) {
@@ -79,7 +114,12 @@ func (p *percentilePartial) Add(v schemas.Value, _ int64) {
 	// Finite values beyond ±MaxIndexableValue (≈ 1.8·10^308) go to the
 	// extreme bin rather than being refused.
 	x = max(-ddMapping.MaxIndexableValue(), min(x, ddMapping.MaxIndexableValue()))
-	_ = p.sk.Add(x) // cannot fail: finite, clamped into range
+	if p.sk == nil && p.n < fewValues {
+		p.few[p.n] = x
+		p.n++
+		return
+	}
+	_ = p.sketch().Add(x) // cannot fail: finite, clamped into range
 }
 
 func (p *percentilePartial) Merge(other Partial) error {
@@ -87,12 +127,22 @@ func (p *percentilePartial) Merge(other Partial) error {
 	if !ok || o == nil || o.typ != p.typ {
 		return mismatch(p, other)
 	}
-	src := o.sk
-	if o == p {
-		src = o.sk.Copy()
-	}
 	// The receiver's percentiles stay: a window takes its feature's.
-	return p.sk.MergeWith(src)
+	switch {
+	case o == p:
+		sk := p.sketch()
+		return sk.MergeWith(sk.Copy())
+	case o.sk != nil:
+		return p.sketch().MergeWith(o.sk)
+	case p.sk == nil && p.n+o.n <= fewValues:
+		p.n += copy(p.few[p.n:], o.few[:o.n])
+	default:
+		sk := p.sketch()
+		for _, x := range o.few[:o.n] {
+			_ = sk.Add(x) // cannot fail: finite, clamped into range
+		}
+	}
+	return nil
 }
 
 // Result returns the value at each percentile q of the definition: the
@@ -100,12 +150,19 @@ func (p *percentilePartial) Merge(other Partial) error {
 // among negative values) of the n values, within PercentileRelativeError
 // of it.
 func (p *percentilePartial) Result() (schemas.Value, bool) {
-	if p.sk.IsEmpty() {
+	sk := p.sk
+	if sk == nil {
+		if p.n == 0 {
+			return schemas.Value{}, false
+		}
+		sk = fewSketch(p.few[:p.n]) // not kept: Result leaves p as it is
+	}
+	if sk.IsEmpty() {
 		return schemas.Value{}, false
 	}
 	items := make([]schemas.Item, len(p.qs))
 	for i, q := range p.qs {
-		x, _ := p.sk.GetValueAtQuantile(q) // cannot fail: q in (0, 1), not empty
+		x, _ := sk.GetValueAtQuantile(q) // cannot fail: q in (0, 1), not empty
 		items[i] = schemas.Item{Type: schemas.Float64, Float: x, Key: schemas.PercentileName(q)}
 	}
 	return schemas.CompositeValue(schemas.Quantiles, 0, items), true
@@ -116,7 +173,7 @@ func (p *percentilePartial) Result() (schemas.Value, bool) {
 // the others) and its count (uvarint). It relies on the dense stores'
 // ForEach going by increasing index (checked by the tests' round trips
 // and golden encodings).
-func appendStore(b []byte, s store.Store) []byte {
+func appendStore(b []byte, s *store.CollapsingLowestDenseStore) []byte {
 	n := 0
 	s.ForEach(func(int, float64) bool { n++; return false })
 	b = appendUvarint(b, uint64(n))
@@ -134,15 +191,83 @@ func appendStore(b []byte, s store.Store) []byte {
 	return b
 }
 
+// appendFewStore appends, as appendStore would for a store holding them,
+// the bins of idx, the bin indexes of some values, sorted. It reports
+// false if the store would have collapsed them (a span of more than
+// PercentileMaxBins bins).
+func appendFewStore(b []byte, idx []int) ([]byte, bool) {
+	if len(idx) > 0 && idx[len(idx)-1]-idx[0] >= PercentileMaxBins {
+		return b, false
+	}
+	n := 0
+	for i := range idx {
+		if i == 0 || idx[i] != idx[i-1] {
+			n++
+		}
+	}
+	b = appendUvarint(b, uint64(n))
+	for i := 0; i < len(idx); {
+		j := i + 1
+		for j < len(idx) && idx[j] == idx[i] {
+			j++
+		}
+		if i == 0 {
+			b = appendVarint(b, int64(idx[i]))
+		} else {
+			b = appendUvarint(b, uint64(idx[i]-idx[i-1]))
+		}
+		b = appendUvarint(b, uint64(j-i))
+		i = j
+	}
+	return b, true
+}
+
+// appendFew appends the sketch of the few values of p without building it:
+// their zero count and the bins of the positive and the negative store, as
+// DDSketch.Add files them. It reports false where the sketch would have
+// collapsed bins.
+func (p *percentilePartial) appendFew(b []byte) ([]byte, bool) {
+	var pos, neg [fewValues]int
+	np, nn, zeros := 0, 0, 0
+	for _, x := range p.few[:p.n] {
+		switch {
+		case x > ddMapping.MinIndexableValue():
+			pos[np] = ddMapping.Index(x)
+			np++
+		case x < -ddMapping.MinIndexableValue():
+			neg[nn] = ddMapping.Index(-x)
+			nn++
+		default:
+			zeros++
+		}
+	}
+	slices.Sort(pos[:np])
+	slices.Sort(neg[:nn])
+	b = appendUvarint(b, uint64(zeros))
+	b, ok := appendFewStore(b, pos[:np])
+	if !ok {
+		return b, false
+	}
+	return appendFewStore(b, neg[:nn])
+}
+
 func (p *percentilePartial) AppendBinary(b []byte) ([]byte, error) {
 	b = appendHeader(b, schemas.OpApproxPercentile, p.typ)
 	b = appendUvarint(b, uint64(len(p.qs)))
 	for _, q := range p.qs {
 		b = appendF64(b, q)
 	}
-	b = appendUvarint(b, uint64(p.sk.GetZeroCount()))
-	b = appendStore(b, p.sk.GetPositiveValueStore())
-	return appendStore(b, p.sk.GetNegativeValueStore()), nil
+	sk := p.sk
+	if sk == nil {
+		start := len(b)
+		if out, ok := p.appendFew(b); ok {
+			return out, nil
+		}
+		b, sk = b[:start], fewSketch(p.few[:p.n])
+	}
+	b = appendUvarint(b, uint64(sk.GetZeroCount()))
+	b = appendStore(b, sk.GetPositiveValueStore().(*store.CollapsingLowestDenseStore))
+	return appendStore(b, sk.GetNegativeValueStore().(*store.CollapsingLowestDenseStore)), nil
 }
 
 // maxSketchCount bounds the values one sketch holds, so that its float64
@@ -169,6 +294,7 @@ func (p *percentilePartial) decodePayload(d *decoder) {
 		return
 	}
 	p.qs = qs
+	p.sk, p.n = newDDSketch(), 0
 	total := d.uvarint()
 	if total > maxSketchCount {
 		d.fail("zero count %d", total)

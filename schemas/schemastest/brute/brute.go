@@ -481,8 +481,19 @@ func CanonType(typ, elem schemas.Type, x any) (any, error) {
 	return scalar(x, typ)
 }
 
-// scalar turns a JSON scalar into the canonical form of type typ.
+// scalar turns a JSON scalar into the canonical form of type typ; a value
+// already in it stays (Canon may see a value twice: it converts in place).
 func scalar(x any, typ schemas.Type) (any, error) {
+	switch x.(type) {
+	case int64:
+		if typ == schemas.Int64 || typ == schemas.Timestamp {
+			return x, nil
+		}
+	case float64:
+		if typ == schemas.Float64 {
+			return x, nil
+		}
+	}
 	switch typ {
 	case schemas.Int64, schemas.Float64:
 		n, ok := x.(json.Number)
