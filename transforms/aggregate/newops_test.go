@@ -406,13 +406,14 @@ func TestTopKMergeOrder(t *testing.T) {
 		for range 400 {
 			p.Add(i64(r.Int64N(100)+r.Int64N(3)*int64(r.IntN(300))), 0)
 		}
-		if n := len(p.(*topKPartial).items); n > c {
-			t.Fatalf("a tile holds %d counters, more than its %d", n, c)
+		tile := mustDecode(t, mustEncode(t, p)) // stored: reduced to its counters
+		if n := len(tile.(*topKPartial).items); n > c {
+			t.Fatalf("a stored tile holds %d counters, more than its %d", n, c)
 		}
-		for _, x := range p.(*topKPartial).items {
+		for _, x := range tile.(*topKPartial).items {
 			distinct[x.v.Int] = true
 		}
-		tiles = append(tiles, mustDecode(t, mustEncode(t, p)))
+		tiles = append(tiles, tile)
 	}
 	var want []byte
 	var wantV schemas.Value
@@ -437,6 +438,35 @@ func TestTopKMergeOrder(t *testing.T) {
 		}
 		if !bytes.Equal(got, want) || !reflect.DeepEqual(v, wantV) {
 			t.Fatalf("merge order %d: %v, want %v", trial, v, wantV)
+		}
+	}
+}
+
+// TestTopKAddOrder adds the same values to a tile in many orders, more
+// distinct values than its counters: the stored tile is the same every
+// time (a stream tile, built in arrival order, equals the batch and
+// training one, built in time order).
+func TestTopKAddOrder(t *testing.T) {
+	r := rngFor(t)
+	const k = 3
+	var vals []schemas.Value
+	for range 3000 {
+		vals = append(vals, i64(r.Int64N(20)+r.Int64N(2)*r.Int64N(1000)))
+	}
+	var want []byte
+	for trial := range 20 {
+		p, _ := NewWith(schemas.OpTopK, schemas.Int64, Params{K: k})
+		for _, i := range r.Perm(len(vals)) {
+			p.Add(vals[i], 0)
+		}
+		if distinct := len(slices.CompactFunc(slices.SortedFunc(slices.Values(vals), func(a, b schemas.Value) int { return int(a.Int - b.Int) }), func(a, b schemas.Value) bool { return a.Int == b.Int })); trial == 0 && distinct <= TopKCapacity(k) {
+			t.Fatalf("%d distinct values, want more than the %d counters", distinct, TopKCapacity(k))
+		}
+		got := mustEncode(t, p)
+		if trial == 0 {
+			want = got
+		} else if !bytes.Equal(got, want) {
+			t.Fatalf("add order %d: the stored tile differs", trial)
 		}
 	}
 }

@@ -38,8 +38,11 @@ type counted struct {
 // the value of a window — the merge of its tiles — does not depend on the
 // order the tiles are merged in: the server (batch cells, then stream
 // cells) and the training pipeline (newest tile first) get the same
-// answer. Which values a tile keeps depends on the order of its adds only
-// when the tile itself holds more than c distinct values.
+// answer. Add too keeps exact counts up to MergeSlack times the capacity,
+// so a tile's encoding is a function of the values added to it, not of
+// their order, unless the tile holds more than that many distinct values
+// (or was encoded and decoded between adds: a stream seeded from a stored
+// tile). Memory stays bounded: at most 64c counters per partial.
 type topKPartial struct {
 	typ   schemas.Type
 	k     int
@@ -71,16 +74,10 @@ func (p *topKPartial) Add(v schemas.Value, _ int64) {
 		p.items[i].n++
 		return
 	}
-	if len(p.items) < TopKCapacity(p.k) {
-		p.items = slices.Insert(p.items, i, counted{c, 1})
-		return
+	p.items = slices.Insert(p.items, i, counted{c, 1})
+	if len(p.items) > topKMergeSlack*TopKCapacity(p.k) {
+		p.reduce() // bound the memory of a tile of very many distinct values
 	}
-	// The new value's count, 1, is the (c+1)-th largest: subtract it from
-	// every counter (the new one drops out).
-	for j := range p.items {
-		p.items[j].n--
-	}
-	p.items = slices.DeleteFunc(p.items, func(x counted) bool { return x.n <= 0 })
 }
 
 func (p *topKPartial) Merge(other Partial) error {
@@ -98,9 +95,9 @@ func (p *topKPartial) Merge(other Partial) error {
 	return nil
 }
 
-// topKMergeSlack bounds a merged summary before Result or the encoding
-// reduce it: 64 times the capacity (8,192 counters for k ≤ 16), more than
-// the tiles of a 7-day window of 3-hour tiles (56) each at capacity hold.
+// topKMergeSlack bounds a summary before Result or the encoding reduce
+// it: 64 times the capacity (8,192 counters for k ≤ 16), more than the
+// tiles of a 7-day window of 3-hour tiles (56) each at capacity hold.
 const topKMergeSlack = 64
 
 // reduced returns p brought to its capacity, p itself when it is.
