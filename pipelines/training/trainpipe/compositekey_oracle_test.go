@@ -87,6 +87,9 @@ func pairEvents(set *schemas.FeatureSet, rng *rand.Rand) []schemas.Event {
 // picked by comparing the events' key fields (not their encoded keys).
 // Spine rows missing a part, or with a part of the wrong type, are
 // dead-lettered with the part named.
+//
+// fixed dates: the training pipeline compares no spine instant with the
+// clock (the events are stamped from oracleT0, a fixed date too).
 func TestCompositeKeyOracle(t *testing.T) {
 	set := schemastest.MustParse(t, pairsDef)
 	rng := rand.New(rand.NewPCG(21, 22))
