@@ -89,7 +89,7 @@ func pairEvents(set *schemas.FeatureSet, rng *rand.Rand) []schemas.Event {
 // dead-lettered with the part named.
 //
 // fixed dates: the training pipeline compares no spine instant with the
-// clock (the events are stamped from oracleT0, a fixed date too).
+// clock (the dead-lettered rows' times; the events follow oracleT0, 30 days ago).
 func TestCompositeKeyOracle(t *testing.T) {
 	set := schemastest.MustParse(t, pairsDef)
 	rng := rand.New(rand.NewPCG(21, 22))

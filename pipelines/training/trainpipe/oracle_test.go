@@ -71,9 +71,9 @@ derived:
   - {name: notok_or_low, expr: 'notok_count_1h > 3 or coalesce(n_max_1h, 0) < -400'}
 `
 
-// oracleT0 is a fixed date: nothing in the training pipeline compares event
-// times or instants with the wall clock (no GC, no lateness, no staleness).
-var oracleT0 = time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+// oracleT0 is midnight 30 days ago: the oracle's history (3 days) and
+// instants (80 hours) stay in the past whatever the date.
+var oracleT0 = schemastest.DaysAgo(30)
 
 // oracleEvents is a random history over [t0, t0+3d) for a few entities,
 // with events on tile boundaries and several at the same instant.
@@ -541,8 +541,10 @@ features:
 // TestTwoSets runs a spine keyed for two sets (one by an int64 key in a
 // column named otherwise), with bad rows, and checks the values of both
 // against brute force and the bad rows against the dead-letter file. Its
-// instants are a fixed date: the training pipeline compares none with the
-// wall clock.
+// good instants follow oracleT0 (30 days ago).
+//
+// fixed dates: the bad rows' times; the training pipeline compares no
+// instant with the wall clock.
 func TestTwoSets(t *testing.T) {
 	acct := schemastest.MustParse(t, oracleDef)
 	users := schemastest.MustParse(t, usersDef)

@@ -20,10 +20,12 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// fixed dates: parsing row restrictions only: no clock is involved.
 func TestParseRestriction(t *testing.T) {
 	cols := []Column{{Name: "ts", Type: Timestamp}, {Name: "n", Type: Int64}}
-	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	t0 := time.Now().UTC().Truncate(time.Hour).AddDate(0, 0, -30)
+	// lit is t as a BigQuery TIMESTAMP literal in a row restriction.
+	lit := func(t time.Time) string { return `TIMESTAMP("` + t.Format("2006-01-02 15:04:05.999999") + `+00")` }
+	a, b := lit(t0), lit(t0.Add(time.Hour))
 	rows := []map[string]any{
 		{"ts": t0.Add(-time.Microsecond)},
 		{"ts": t0},
@@ -37,13 +39,13 @@ func TestParseRestriction(t *testing.T) {
 		errHas      string
 	}{
 		{"", []bool{true, true, true, true, true}, ""},
-		{"`ts` >= TIMESTAMP(\"2026-03-01 00:00:00+00\") AND `ts` < TIMESTAMP(\"2026-03-01 01:00:00+00\")", []bool{false, true, true, false, false}, ""},
-		{"`ts` >= TIMESTAMP(\"2026-02-28 23:59:59.999999+00\") AND `ts` < TIMESTAMP(\"2026-03-01 00:59:59.999999+00\")", []bool{true, true, false, false, false}, ""},
-		{"ts >= TIMESTAMP(\"2026-03-01 00:00:00+00\")", nil, "not SQL"},
-		{"`ts` >= TIMESTAMP(\"2026-03-01 00:00:00+00\") AND `n` < TIMESTAMP(\"2026-03-01 01:00:00+00\")", nil, "unsupported row restriction"},
-		{"`n` >= TIMESTAMP(\"2026-03-01 00:00:00+00\") AND `n` < TIMESTAMP(\"2026-03-01 01:00:00+00\")", nil, "column n is INT64, not TIMESTAMP"},
-		{"`x` >= TIMESTAMP(\"2026-03-01 00:00:00+00\") AND `x` < TIMESTAMP(\"2026-03-01 01:00:00+00\")", nil, "unrecognized name: x"},
-		{"`ts` >= TIMESTAMP(\"2026-03-01T00:00:00Z\") AND `ts` < TIMESTAMP(\"2026-03-01 01:00:00+00\")", nil, "bad TIMESTAMP literal"},
+		{"`ts` >= " + a + " AND `ts` < " + b, []bool{false, true, true, false, false}, ""},
+		{"`ts` >= " + lit(t0.Add(-time.Microsecond)) + " AND `ts` < " + lit(t0.Add(time.Hour-time.Microsecond)), []bool{true, true, false, false, false}, ""},
+		{"ts >= " + a, nil, "not SQL"},
+		{"`ts` >= " + a + " AND `n` < " + b, nil, "unsupported row restriction"},
+		{"`n` >= " + a + " AND `n` < " + b, nil, "column n is INT64, not TIMESTAMP"},
+		{"`x` >= " + a + " AND `x` < " + b, nil, "unrecognized name: x"},
+		{"`ts` >= TIMESTAMP(\"" + t0.Format(time.RFC3339) + "\") AND `ts` < " + b, nil, "bad TIMESTAMP literal"},
 	} {
 		keep, err := parseRestriction(tc.restriction, cols)
 		if tc.want == nil {
