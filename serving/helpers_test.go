@@ -87,8 +87,16 @@ func newEnv(t *testing.T, opts ...envOption) *testEnv {
 // newEnvCards is newEnv with another definition of the cards set.
 func newEnvCards(t *testing.T, cards string, opts ...envOption) *testEnv {
 	t.Helper()
+	return newEnvCardsAt(t, cards, time.Now(), opts...)
+}
+
+// newEnvCardsAt is newEnvCards with the server's clock at now (in the past
+// of the wall clock, so that a test can put it at any time of day: the
+// emulator's GC still runs on the wall clock).
+func newEnvCardsAt(t *testing.T, cards string, now time.Time, opts ...envOption) *testEnv {
+	t.Helper()
 	e := &testEnv{t: t, cards: schemastest.MustParse(t, cards), users: schemastest.MustParse(t, usersYAML), logs: new(bytes.Buffer)}
-	e.now = time.Now().UTC().Truncate(time.Second)
+	e.now = now.UTC().Truncate(time.Second)
 	e.tb = e.now.Add(-6 * time.Hour).Truncate(24 * time.Hour)
 	ctx := context.Background()
 	sets := []*schemas.FeatureSet{e.cards, e.users}

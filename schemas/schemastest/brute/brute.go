@@ -308,9 +308,13 @@ func (w *TopK) agrees(got any) string {
 		}
 		return ""
 	}
+	// Misra-Gries may report no value at all: when no value's true count
+	// exceeds N/(c+1) (hundreds of distinct values, each seen once or
+	// twice), none need survive the reduction, and the loop below checks
+	// exactly that.
 	l, ok := got.([]any)
-	if !ok || len(l) > w.K || len(l) == 0 {
-		return fmt.Sprintf("got %v, want 1 to %d values with counts", got, w.K)
+	if !ok || len(l) > w.K {
+		return fmt.Sprintf("got %v, want at most %d values with counts", got, w.K)
 	}
 	bound := float64(w.N) / float64(w.Capacity+1)
 	reported := map[any]bool{}
