@@ -134,8 +134,10 @@ type ckRead struct {
 // TestCompositeKeyEndToEnd runs a composite-key feature set through the
 // whole platform: history through the batch pipeline (files, prism,
 // Bigtable emulator), live events stamped with the wall clock through the
-// streaming pipeline (Pub/Sub fake, prism), malformed events of both
-// dead-lettered with the key part named, reads over real HTTP in both
+// streaming pipeline (Pub/Sub fake, prism), stopped and restarted midway
+// (the new run seeds the tuples' tiles from their escaped rows), malformed
+// events of both dead-lettered with the key part named, late ones as late,
+// reads over real HTTP in both
 // forms the API takes key parts (GET query parameters, POST key objects)
 // at the server's now and at past instants on and off tile boundaries,
 // each value checked against brute force over the raw events of its
@@ -161,7 +163,7 @@ func TestCompositeKeyEndToEnd(t *testing.T) {
 			"user": tu.user, "merchant": tu.merchant, "terminal": tu.terminal,
 			"amount":   float64(rng.IntN(25000)) / 100,
 			"qty":      rng.Int64N(12) - 3,
-			"channel":  channels[min(rng.IntN(8), len(channels)-1)], // pos most often: top_k has a leader
+			"channel":  channels[min(rng.IntN(8), len(channels)-1)], // atm (the last) most often: top_k has a leader
 			"approved": rng.IntN(4) > 0,
 			"ts":       at.UTC().Format(time.RFC3339Nano),
 		}
@@ -285,7 +287,8 @@ func TestCompositeKeyEndToEnd(t *testing.T) {
 
 	// Live: bursts of events stamped as they are made, each followed, once
 	// written and acknowledged, by real-time reads of every tuple at the
-	// server's now, in both forms. Malformed events after the second.
+	// server's now, in both forms. Malformed events after the second, a
+	// restart after its reads, late events after the fourth.
 	nowTS := func() string { return time.Now().UTC().Format(time.RFC3339Nano) }
 	streamBad := [][]byte{
 		[]byte(`{"user":"a#b","terminal":0,"amount":2.5,"approved":true,"ts":"` + nowTS() + `"}`),
@@ -295,6 +298,16 @@ func TestCompositeKeyEndToEnd(t *testing.T) {
 	}
 	var streamLate [][]byte
 	var reads []ckRead
+	var runs []map[string]int64 // each stream run's counters
+	stop := func() {
+		t.Helper()
+		r, err := st.Stop(ctx)
+		if err != nil {
+			t.Fatalf("stream: %v", err)
+		}
+		t.Logf("stream run %d counters: %v", len(runs)+1, r.Counters)
+		runs = append(runs, r.Counters)
+	}
 	for round := range 6 {
 		var burst []ckEvent
 		for range 15 + rng.IntN(15) {
@@ -317,27 +330,56 @@ func TestCompositeKeyEndToEnd(t *testing.T) {
 			publish(streamLate...)
 		}
 		reads = append(reads, readTuples(t, hs.URL, set, time.Time{}, round)...)
+		if round == 1 {
+			// Stop the stream, queue events, restart it: the new run
+			// catches up, seeding each tuple's tiles from its stored row
+			// (its escaped key) rather than overwriting them.
+			stop()
+			var queued []ckEvent
+			msgs := [][]byte{}
+			for range 20 {
+				e := event(liveTuple(), time.Now())
+				queued, msgs = append(queued, e), append(msgs, e.raw)
+			}
+			if err := b.Publish(ctx, set.Name, msgs...); err != nil {
+				t.Fatal(err)
+			}
+			live = append(live, queued...)
+			st = b.StartStream(ctx, set, StreamOptions{DeadLetter: filepath.Join(dir, "stream-dead2")})
+			if err := b.WaitAcked(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
-	sres, err := st.Stop(ctx)
-	if err != nil {
-		t.Fatalf("stream: %v", err)
+	stop()
+	if runs[1][set.Name+"_stream_entities_seeded"] == 0 {
+		t.Errorf("the restarted stream seeded no tuple's tiles from Bigtable: %v", runs[1])
 	}
-	t.Logf("stream counters: %v", sres.Counters)
-	if got := sres.Counters[set.Name+"_dead_letter_decode"]; got != int64(len(streamBad)) {
+	sres := map[string]int64{}
+	for _, r := range runs {
+		for k, v := range r {
+			sres[k] += v
+		}
+	}
+	if got := sres[set.Name+"_dead_letter_decode"]; got != int64(len(streamBad)) {
 		t.Errorf("stream decode dead letters = %d, want %d", got, len(streamBad))
 	}
-	if got := sres.Counters[set.Name+"_stream_events"]; got != int64(len(live)) {
+	if got := sres[set.Name+"_stream_events"]; got != int64(len(live)) {
 		t.Errorf("stream events = %d, want %d: events lost or counted twice", got, len(live))
 	}
-	if got := sres.Counters[set.Name+"_dead_letter_"+transforms.StageLate]; got != int64(len(streamLate)) {
+	if got := sres[set.Name+"_dead_letter_"+transforms.StageLate]; got != int64(len(streamLate)) {
 		t.Errorf("stream late dead letters = %d, want %d", got, len(streamLate))
 	}
-	if got := sres.Counters[set.Name+"_dead_letter_"+transforms.StageFuture]; got != 0 {
+	if got := sres[set.Name+"_dead_letter_"+transforms.StageFuture]; got != 0 {
 		t.Errorf("stream future dead letters = %d, want 0", got)
 	}
-	streamDead, err := streampipe.ReadDeadLetters(filepath.Join(dir, "stream-dead"))
-	if err != nil {
-		t.Fatal(err)
+	var streamDead []transforms.DeadLetter
+	for _, prefix := range []string{"stream-dead", "stream-dead2"} {
+		letters, err := streampipe.ReadDeadLetters(filepath.Join(dir, prefix))
+		if err != nil {
+			t.Fatal(err)
+		}
+		streamDead = append(streamDead, letters...)
 	}
 	wantDead := map[string]deadWant{
 		string(streamBad[0]): {transforms.StageDecode, `missing entity key part "merchant"`},
