@@ -27,12 +27,13 @@ func (t Tile) StartTime() time.Time { return time.UnixMicro(t.Start).UTC() }
 
 // DeadLetter is a record a pipeline could not use: the raw record, why, and
 // where it failed. Dead letters are never dropped silently: every pipeline
-// writes them somewhere a user can read and counts them.
+// writes them somewhere a user can read and counts them, as JSON lines of
+// one format (see MarshalJSON).
 type DeadLetter struct {
-	Set    string `json:"set"`
-	Stage  string `json:"stage"`  // decode, late, ...
-	Reason string `json:"reason"` // human-readable cause
-	Raw    []byte `json:"raw"`    // the record as received
+	Set    string // the feature set, or "training"
+	Stage  string // decode, late, future, spine, ...
+	Reason string // human-readable cause
+	Raw    []byte // the record as received
 }
 
 // Dead-letter stages.

@@ -258,6 +258,16 @@ func diffTiles(t *testing.T, want, got map[cellKey]schemas.Value) {
 	}
 }
 
+// deadLetterJSON is one line of a dead-letter file as the README documents
+// it, read without the pipeline's own type.
+type deadLetterJSON struct {
+	Set       string `json:"set"`
+	Stage     string `json:"stage"`
+	Reason    string `json:"reason"`
+	Raw       string `json:"raw,omitempty"`
+	RawBase64 []byte `json:"raw_base64,omitempty"`
+}
+
 // readDeadLetters reads a dead-letter file.
 func readDeadLetters(t *testing.T, path string) []deadLetterJSON {
 	t.Helper()

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
-	"unicode/utf8"
 
 	"cloud.google.com/go/bigtable"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -28,23 +27,8 @@ func init() {
 	register.Iter1[int64]()
 }
 
-// deadLetterJSON is one line of the dead-letter file.
-type deadLetterJSON struct {
-	Set       string `json:"set"`
-	Stage     string `json:"stage"`
-	Reason    string `json:"reason"`
-	Raw       string `json:"raw,omitempty"`        // the record, when it is UTF-8 text
-	RawBase64 []byte `json:"raw_base64,omitempty"` // the record, when it is not
-}
-
 func formatDeadLetter(d transforms.DeadLetter) (string, error) {
-	j := deadLetterJSON{Set: d.Set, Stage: d.Stage, Reason: d.Reason}
-	if utf8.Valid(d.Raw) {
-		j.Raw = string(d.Raw)
-	} else {
-		j.RawBase64 = d.Raw
-	}
-	b, err := json.Marshal(j)
+	b, err := json.Marshal(d)
 	if err != nil {
 		return "", fmt.Errorf("format dead letter of %s: %w", d.Set, err)
 	}
@@ -57,7 +41,8 @@ func formatDeadLetter(d transforms.DeadLetter) (string, error) {
 //	{"set":"card_activity","stage":"decode","reason":"schemas: bad event: ...","raw":"{\"card_id\":..."}
 //
 // raw is the record as received; a record that is not valid UTF-8 comes as
-// raw_base64 instead. One worker writes the file once the dead letters are
+// raw_base64 instead (transforms.DeadLetter's JSON, the streaming
+// pipeline's format too). One worker writes the file once the dead letters are
 // all known, even when there are none, replacing a file of the same name.
 // The lines are counted in tandem/<set>_dead_letters_written. It returns the
 // number written, one element emitted after the file is closed.

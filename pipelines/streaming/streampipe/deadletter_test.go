@@ -2,7 +2,9 @@ package streampipe
 
 import (
 	"context"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -52,6 +54,16 @@ func TestDeadLettersShareFilesystem(t *testing.T) {
 	files, _ := filepath.Glob(prefix + "-*.jsonl")
 	if len(files) != 2 {
 		t.Errorf("%d dead-letter files, want one per write (2)", len(files))
+	}
+	// The lines are the batch pipeline's format: the record as text.
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), `"raw":"{`) {
+			t.Errorf("%s: %s, want the record as text in raw", f, b)
+		}
 	}
 	sortLetters := cmpopts.SortSlices(func(x, y transforms.DeadLetter) bool { return x.Reason < y.Reason })
 	if diff := cmp.Diff(append(first, second...), got, sortLetters); diff != "" {
