@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"runtime/debug"
 	"sync"
 	"testing"
 	"time"
@@ -56,11 +57,33 @@ func StartEmulatorAt(addr string, opts ...EmulatorOption) (*bttest.Server, Confi
 	// Real Bigtable accepts requests far larger than gRPC's default 4 MiB;
 	// so does this emulator.
 	srv, err := bttest.NewServer(addr, grpc.MaxRecvMsgSize(256<<20),
-		grpc.ChainUnaryInterceptor(g.unary), grpc.ChainStreamInterceptor(g.stream))
+		grpc.ChainUnaryInterceptor(recoverUnary, g.unary), grpc.ChainStreamInterceptor(recoverStream, g.stream))
 	if err != nil {
 		return nil, Config{}, fmt.Errorf("start bigtable emulator on %s: %w", addr, err)
 	}
 	return srv, Config{Project: DefaultProject, Instance: DefaultInstance, Table: DefaultTable, Endpoint: srv.Addr}, nil
+}
+
+// recoverUnary and recoverStream turn a panic of the emulator's handler of
+// one call into an Internal error of that call, logged with its stack, as
+// Bigtable fails a call: unrecovered, it would end the whole process that
+// holds the emulator (a test binary, the local platform) without a word
+// about which call.
+func recoverUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+	defer recoverCall(info.FullMethod, &err)
+	return handler(ctx, req)
+}
+
+func recoverStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+	defer recoverCall(info.FullMethod, &err)
+	return handler(srv, ss)
+}
+
+func recoverCall(method string, err *error) {
+	if r := recover(); r != nil {
+		log.Printf("bigtable emulator: panic in %s: %v\n%s", method, r, debug.Stack())
+		*err = status.Errorf(codes.Internal, "bigtable emulator: panic in %s: %v", method, r)
+	}
 }
 
 // retentionGuard tracks the max-age GC of each table's families and checks
