@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"cloud.google.com/go/bigtable"
 	"github.com/chromedp/chromedp"
 	"github.com/google/go-cmp/cmp"
 
@@ -252,6 +253,8 @@ type fixture struct {
 	at      time.Time // a past instant on a minute boundary
 	card    string    // an entity of card_activity with known history
 	user    string    // an entity of user_sessions, whose stream is behind
+	table   *bigtable.Table
+	browser *requestLog // what the browser asked the server
 }
 
 // pairMerchant is the merchant of the fixture's user_merchant entity.
@@ -278,7 +281,7 @@ func newFixture(t *testing.T, withKeys bool) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(emu.Close)
-	f := &fixture{t: t, sets: map[string]*schemas.FeatureSet{}, card: "c_ui_chart", user: "4242"}
+	f := &fixture{t: t, sets: map[string]*schemas.FeatureSet{}, card: "c_ui_chart", user: "4242", table: emu.Table, browser: newRequestLog()}
 	for _, s := range sets {
 		f.sets[s.Name] = s
 	}
@@ -365,7 +368,7 @@ func newFixture(t *testing.T, withKeys bool) *fixture {
 		t.Fatal(err)
 	}
 	f.handler = ui.Handler(srv)
-	hs := httptest.NewServer(f.handler)
+	hs := httptest.NewServer(f.browser.wrap(f.handler))
 	t.Cleanup(func() {
 		hs.Close()
 		_ = srv.Close()

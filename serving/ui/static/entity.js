@@ -4,9 +4,12 @@
 // draw the history of some
 // of them over a range, sampled by past reads (the same GET with at=, at
 // most four in flight), a line per feature, with markers coloured by
-// status and gaps where a value is NOT_FOUND.
+// status and gaps where a value is NOT_FOUND. Values read at now follow
+// the live values: re-read every 5 s (?every=SECONDS to change), one read
+// in flight at most, paused while the tab is hidden or the Live toggle is
+// off, a changed value highlighted; a read of the past (at=) is read once.
 /* global uPlot */
-import {api, el, errorBox, featuresPath, formatValue, guard, keyFields, keyText, mapLimit, parseDuration, start, statusBadge, timeCell} from './common.js';
+import {APIError, api, el, errorBox, featuresPath, formatValue, guard, keyFields, keyText, mapLimit, parseDuration, start, statusBadge, timeCell} from './common.js';
 
 const colors = ['#2458c6', '#d9480f', '#2b8a3e', '#862e9c'];
 const maxDrawn = colors.length;
@@ -17,6 +20,11 @@ const $ = (id) => document.getElementById(id);
 const state = {sets: new Map(), set: null, key: '', at: '', chart: null, resize: null};
 
 const featurePath = featuresPath;
+
+const pageParams = new URLSearchParams(location.search);
+// every is the interval of live reads in milliseconds (?every=SECONDS, at
+// least 1; 5 by default).
+const every = Math.max(1, Number(pageParams.get('every')) || 5) * 1000;
 
 // keyInputs shows the key input of the chosen set: one for a single key,
 // one per part (each named like its key field) for a composite key.
@@ -45,6 +53,7 @@ function definition(f) {
 
 function syncURL(extra = {}) {
   const q = new URLSearchParams();
+  if (pageParams.has('every')) q.set('every', pageParams.get('every'));
   if (state.set) q.set('set', state.set.name);
   if (typeof state.key === 'object') for (const [k, v] of Object.entries(state.key)) q.set('key.' + k, v);
   else if (state.key) q.set('key', state.key);
@@ -55,17 +64,34 @@ function syncURL(extra = {}) {
 
 // --- lookup ---------------------------------------------------------------
 
-function renderValues(fs, res) {
+// renderValues shows one read of an entity's features. prev (a live
+// re-read) maps each feature to its value and status of the read before:
+// a value or status that differs gets the class "changed" (highlighted
+// briefly, see app.css) until the next read. It returns the map of this
+// read.
+function renderValues(fs, res, prev) {
   const defs = new Map((fs.features || []).map((f) => [f.name, f]));
-  const rows = Object.entries(res.features || {}).map(([name, v]) => el('tr', {'data-feature': name, 'data-status': v.status},
-    el('td', {class: 'head'}, el('b', {text: name})),
-    el('td', {class: 'value', 'data-label': 'value', 'data-value': JSON.stringify(v.value === undefined ? null : v.value), text: formatValue(v.value)}),
-    el('td', {'data-label': 'status'}, statusBadge(v.status), v.as_of
-      ? el('span', {class: 'asof sub', title: v.as_of, text: 'as of ' + v.as_of.replace('T', ' ').replace(/\.\d+Z$/, 'Z')})
-      : null),
-    el('td', {class: 'sub', 'data-label': 'definition', text: definition(defs.get(name))}),
-  ));
+  const seen = new Map();
+  let changes = 0;
+  const rows = Object.entries(res.features || {}).map(([name, v]) => {
+    const value = JSON.stringify(v.value === undefined ? null : v.value);
+    seen.set(name, {value, status: v.status});
+    const was = prev && prev.get(name);
+    const valueMoved = !!was && was.value !== value;
+    const statusMoved = !!was && was.status !== v.status;
+    if (valueMoved || statusMoved) changes++;
+    return el('tr', {'data-feature': name, 'data-status': v.status, 'data-changed': valueMoved || statusMoved},
+      el('td', {class: 'head'}, el('b', {text: name})),
+      el('td', {class: valueMoved ? 'value changed' : 'value', 'data-label': 'value', 'data-value': value, text: formatValue(v.value),
+        title: valueMoved ? 'was ' + formatValue(JSON.parse(was.value)) : null}),
+      el('td', {class: statusMoved ? 'changed' : null, 'data-label': 'status', title: statusMoved ? 'was ' + was.status : null}, statusBadge(v.status), v.as_of
+        ? el('span', {class: 'asof sub', title: v.as_of, text: 'as of ' + v.as_of.replace('T', ' ').replace(/\.\d+Z$/, 'Z')})
+        : null),
+      el('td', {class: 'sub', 'data-label': 'definition', text: definition(defs.get(name))}),
+    );
+  });
   $('values').tBodies[0].replaceChildren(...rows);
+  $('values-card').dataset.changes = String(changes);
   $('values-title').textContent = fs.name + ' / ' + keyText(res.entity);
   $('values-at').replaceChildren('at ', timeCell(res.at), state.at ? '' : ' (now, by the server\'s clock)');
   const f = res.freshness || {};
@@ -76,6 +102,128 @@ function renderValues(fs, res) {
   );
   $('values-card').hidden = false;
   $('values-card').dataset.entity = keyText(res.entity);
+  return seen;
+}
+
+// --- live reads -----------------------------------------------------------
+
+// live re-reads the values shown when they were read at now. gen counts
+// the lookups: a read of an earlier lookup is dropped. One read is in
+// flight at most; the next is timed from the end of the one before, with
+// the same interval after an error.
+const live = {on: true, gen: 0, target: null, timer: 0, inflight: null, prev: null, reads: 0, updated: 0};
+
+// stopLive ends the live reads of the values shown (a new lookup, or none).
+function stopLive() {
+  live.gen++;
+  live.target = null;
+  clearTimeout(live.timer);
+  live.timer = 0;
+  if (live.inflight) live.inflight.abort();
+  live.inflight = null;
+  $('values-card').dataset.inflight = 'false';
+  renderLive();
+}
+
+// startLive follows the values of a lookup at now, first rendered from res.
+function startLive(set, key, prev) {
+  stopLive();
+  live.target = {set, key};
+  live.prev = prev;
+  live.reads = 1;
+  live.updated = Date.now();
+  renderLive();
+  schedule();
+}
+
+const hidden = () => document.visibilityState === 'hidden';
+
+function schedule() {
+  clearTimeout(live.timer);
+  live.timer = 0;
+  if (!live.target || !live.on || hidden() || live.inflight) return;
+  live.timer = setTimeout(refresh, every);
+}
+
+async function refresh() {
+  live.timer = 0;
+  if (!live.target || !live.on || hidden() || live.inflight) return;
+  const gen = live.gen;
+  const {set, key} = live.target;
+  const ctl = new AbortController();
+  live.inflight = ctl;
+  const card = $('values-card');
+  card.dataset.inflight = 'true';
+  try {
+    const res = await api(featurePath(set.name, key, {}), {signal: ctl.signal});
+    if (gen !== live.gen) return;
+    live.prev = renderValues(set, res, live.prev);
+    live.reads++;
+    live.updated = Date.now();
+    $('values-error').replaceChildren();
+  } catch (err) {
+    if (gen !== live.gen || (err && err.name === 'AbortError')) return;
+    if (err instanceof APIError && err.status === 401) {
+      // The key was dropped or replaced: ask for it, then look up again.
+      stopLive();
+      showAuth(err);
+      return;
+    }
+    // Shown above the values, which stay those of the last good read
+    // ("updated" says when); the next read is tried after the interval.
+    $('values-error').replaceChildren(errorBox(err));
+  } finally {
+    if (live.inflight === ctl) {
+      live.inflight = null;
+      card.dataset.inflight = 'false';
+    }
+  }
+  if (gen !== live.gen) return;
+  renderLive();
+  schedule();
+}
+
+// showAuth is set by the page's loader: it shows the key prompt for err.
+let showAuth = () => {};
+
+// renderLive shows the Live toggle and when the values were last read.
+function renderLive() {
+  const box = $('live-box');
+  const button = $('live');
+  const updated = $('updated');
+  box.hidden = !live.target;
+  button.setAttribute('aria-pressed', String(live.on));
+  button.textContent = live.on ? 'Live' : 'Paused';
+  button.title = live.on ? 'Values are re-read every ' + every / 1000 + ' s; click to pause' : 'Click to re-read the values every ' + every / 1000 + ' s';
+  box.classList.toggle('off', !live.on);
+  updated.dataset.reads = String(live.reads);
+  updated.dataset.updated = live.updated ? new Date(live.updated).toISOString() : '';
+  if (!live.target) {
+    updated.textContent = '';
+    return;
+  }
+  const when = 'updated ' + new Date(live.updated).toISOString().slice(11, 19) + 'Z';
+  updated.textContent = when + (!live.on ? ' (paused)' : hidden() ? ' (paused while the tab is hidden)' : ' (every ' + every / 1000 + ' s)');
+}
+
+function toggleLive() {
+  live.on = !live.on;
+  renderLive();
+  if (live.on) refresh(); // at once, then every interval
+  else {
+    clearTimeout(live.timer);
+    live.timer = 0;
+  }
+}
+
+function visibilityChanged() {
+  renderLive();
+  if (hidden()) {
+    clearTimeout(live.timer);
+    live.timer = 0;
+  } else {
+    refresh(); // back on the tab: read now, then every interval
+  }
 }
 
 function renderFeatureChoices(fs, chosen) {
@@ -90,24 +238,32 @@ function renderFeatureChoices(fs, chosen) {
   }));
 }
 
+let lookups = 0; // lookups started: only the newest one renders
+
 async function lookup() {
   const set = state.sets.get($('set').value);
   const key = currentKey();
   const at = $('at').value.trim();
   $('lookup-error').replaceChildren();
   if (!set) throw new Error('choose a feature set');
+  stopLive(); // the values of the lookup before are no longer followed
+  $('values-error').replaceChildren();
+  const seq = ++lookups;
   let res;
   try {
     res = await api(featurePath(set.name, key, {at}));
   } catch (err) {
+    if (seq !== lookups) return; // a later lookup answers
     $('values-card').hidden = true; // not the values of an earlier lookup under this error
     throw err;
   }
+  if (seq !== lookups) return;
   const changed = !state.set || state.set.name !== set.name;
   state.set = set;
   state.key = key;
   state.at = at;
-  renderValues(set, res);
+  const read = renderValues(set, res, null);
+  if (!at) startLive(set, key, read); // a read of the past stays one-off
   if (changed || !$('history-features').children.length) {
     const wanted = new URLSearchParams(location.search).get('features');
     renderFeatureChoices(set, wanted ? wanted.split(',') : null);
@@ -401,6 +557,9 @@ start('entity', async () => {
   const keyGiven = parts.length ? parts.every((i) => q.get('key.' + i.dataset.part) !== null) : !!q.get('key');
   if (q.get('at')) $('at').value = q.get('at');
   const doLookup = guard(lookup, $('lookup-error'));
+  showAuth = (err) => guard(() => Promise.reject(err), $('values-error'), doLookup)();
+  $('live').onclick = toggleLive;
+  document.onvisibilitychange = visibilityChanged;
   $('lookup').onsubmit = (e) => {
     e.preventDefault();
     doLookup();
