@@ -369,12 +369,13 @@ func TestEntityLive(t *testing.T) {
 			got-atReads, now-nowReads, quiet, eval[bool](b, `document.getElementById('live-box').hidden`))
 	}
 
-	// By default the page reads every 5 s.
-	b.open(viewports[0], f.url+"/ui/entity.html?set=card_activity&key="+entity)
+	// By default the page reads every 5 s (seen here at phone width).
+	b.open(viewports[1], f.url+"/ui/entity.html?set=card_activity&key="+entity)
 	b.waitFor("document.body.dataset.ready === 'true' && !document.getElementById('live-box').hidden")
 	if got := eval[string](b, `document.getElementById('updated').textContent`); !strings.HasSuffix(got, "(every 5 s)") {
 		t.Errorf("default interval: indicator %q, want every 5 s", got)
 	}
+	b.screenshot("entity-live-phone")
 	b.noConsoleErrors("entity live")
 	t.Logf("live test: %s in the browser", time.Since(start).Round(time.Millisecond))
 }
