@@ -55,6 +55,10 @@ name: users
 entity: {name: user, key: user_id}
 event_time: viewed_at
 fields: {user_id: int64, page: string, viewed_at: timestamp}
+# Tests read users at instants relative to the batch watermark, which lies
+# 6 to 30 hours before now: the default retention (the window plus a day)
+# would refuse those reads late in the night.
+retention: 30d
 features:
   - {name: views_1h, op: count, window: 1h}
 `

@@ -29,6 +29,7 @@ name: cards_too
 entity: {name: card, key: card_id}
 event_time: ts
 fields: {card_id: string, ts: timestamp}
+retention: 30d # read at instants up to 30 hours old, as users is
 features:
   - {name: txn_count_1h, op: count, window: 1h}
 `
