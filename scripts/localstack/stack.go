@@ -30,6 +30,8 @@ func (b *Backends) RunBatch(ctx context.Context, set *schemas.FeatureSet, events
 	if err := f.Close(); err != nil {
 		return batchpipe.Result{}, fmt.Errorf("write history of %s: %w", set.Name, err)
 	}
+	launching.Lock() // a batch run is bounded: hold the gate to its end
+	defer launching.Unlock()
 	return batchpipe.Run(ctx, batchpipe.Config{
 		Set:        set,
 		Source:     schemas.BatchSource{Files: file},
@@ -39,6 +41,14 @@ func (b *Backends) RunBatch(ctx context.Context, set *schemas.FeatureSet, events
 		AllowEmpty: true,
 	})
 }
+
+// launching lets one pipeline of this process start at a time: prism
+// (v2.77) stages a job's artifacts into one map without a lock, so two jobs
+// submitted at once can end the process with "concurrent map writes" (seen
+// once in 60 runs of this package's tests, when the demo started its
+// streaming pipelines together). RunBatch holds it for the whole run,
+// StartStream until the pipeline runs.
+var launching sync.Mutex
 
 // Stream is a streaming pipeline running in this process.
 type Stream struct {
@@ -66,6 +76,8 @@ func (b *Backends) StartStream(ctx context.Context, set *schemas.FeatureSet, o S
 	if o.DeadLetter == "" {
 		o.DeadLetter = filepath.Join(os.TempDir(), "tandem-dead-letter", set.Name+"-stream")
 	}
+	launching.Lock()
+	defer launching.Unlock()
 	go func() {
 		defer close(st.done)
 		res, err := streampipe.Run(ctx, streampipe.Options{
@@ -80,6 +92,11 @@ func (b *Backends) StartStream(ctx context.Context, set *schemas.FeatureSet, o S
 		st.result, st.err = res, err
 		st.mu.Unlock()
 	}()
+	select { // the next pipeline starts once this one runs (see launching)
+	case <-streampipe.Started(st.drain):
+	case <-st.done:
+	case <-ctx.Done():
+	}
 	return st
 }
 

@@ -157,8 +157,21 @@ func Read(s beam.Scope, set *schemas.FeatureSet, cfg Config) beam.PCollection {
 // pulling: each finishes its bundle and returns Stop.
 func Drain(name string) {
 	named.Lock()
-	named.m[name] = namedSource{drain: true, complete: named.m[name].complete}
+	s := named.source(name)
+	s.drain = true
 	named.Unlock()
+}
+
+// Started returns a channel closed once a source named name (Config.Name)
+// has been set up in this process: its pipeline has been submitted and
+// runs. A caller that starts several local pipelines at once waits on it
+// between starts: prism (v2.77) stages a job's artifacts into one map
+// without a lock, and two jobs staged at once can end the process with
+// "concurrent map writes".
+func Started(name string) <-chan struct{} {
+	named.Lock()
+	defer named.Unlock()
+	return named.source(name).started
 }
 
 // Complete is the time up to which the source named name (Config.Name) in
@@ -174,18 +187,34 @@ func Drain(name string) {
 func Complete(name string) int64 {
 	named.Lock()
 	defer named.Unlock()
-	return named.m[name].complete
+	return named.source(name).complete
 }
 
-// named holds what Drain and Complete share with the sources, by name.
-var named = struct {
+// named holds what Drain, Complete and Started share with the sources, by
+// name.
+var named = namedSources{m: map[string]*namedSource{}}
+
+type namedSources struct {
 	sync.Mutex
-	m map[string]namedSource
-}{m: map[string]namedSource{}}
+	m map[string]*namedSource
+}
 
 type namedSource struct {
-	drain    bool
-	complete int64
+	drain     bool
+	complete  int64
+	started   chan struct{} // closed by the first Setup
+	setUpOnce sync.Once
+}
+
+// source returns the entry of name, made on first use; the caller holds
+// the lock.
+func (n *namedSources) source(name string) *namedSource {
+	s, ok := n.m[name]
+	if !ok {
+		s = &namedSource{started: make(chan struct{})}
+		n.m[name] = s
+	}
+	return s
 }
 
 func draining(name string) bool {
@@ -194,7 +223,18 @@ func draining(name string) bool {
 	}
 	named.Lock()
 	defer named.Unlock()
-	return named.m[name].drain
+	return named.source(name).drain
+}
+
+// setUp records that a source named name has been set up.
+func setUp(name string) {
+	if name == "" {
+		return
+	}
+	named.Lock()
+	s := named.source(name)
+	named.Unlock()
+	s.setUpOnce.Do(func() { close(s.started) })
 }
 
 // publishComplete records, as a bundle of the source named name ends, its
@@ -210,9 +250,8 @@ func publishComplete(name string, w *watermarkEstimator, emptyAt int64) {
 	}
 	named.Lock()
 	defer named.Unlock()
-	s := named.m[name]
+	s := named.source(name)
 	s.complete = max(s.complete, c)
-	named.m[name] = s
 }
 
 type readFn struct {
@@ -238,6 +277,7 @@ func (fn *readFn) Setup(ctx context.Context) error {
 	fn.idleSince = time.Now()
 	fn.pulled = beam.NewCounter(transforms.MetricsNamespace, "pubsub_messages_pulled")
 	fn.late = beam.NewCounter(transforms.MetricsNamespace, "pubsub_messages_late")
+	setUp(fn.Config.Name)
 	return nil
 }
 

@@ -165,6 +165,13 @@ func buildLocal(s beam.Scope, o Options) {
 // stop pulling, write what they hold and finish (as on SIGTERM).
 func Drain(name string) { pubsubread.Drain(name) }
 
+// Started returns a channel closed once the local run started with
+// DrainName name has been submitted and runs (its source is set up). Start
+// several local runs of one process one after another, each once the one
+// before it has started: prism (v2.77) stages two jobs at once into one map
+// without a lock, which can end the process ("concurrent map writes").
+func Started(name string) <-chan struct{} { return pubsubread.Started(name) }
+
 // Result is what a finished run reports: Tandem's counters by name
 // (namespace tandem), for example <set>_stream_events,
 // <set>_dead_letter_decode, <set>_dead_letter_late.
