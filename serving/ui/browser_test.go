@@ -695,6 +695,18 @@ func TestPages(t *testing.T) {
 		defer ps.Close()
 		b.open(viewports[0], ps.URL+"/tandem/ui/entity.html?set=card_activity&key="+f.card)
 		b.waitFor("document.body.dataset.ready === 'true' && !document.getElementById('values-card').hidden")
+		// Each row says what the value is: op, parameters, filter, or the
+		// derived feature's expression.
+		for feature, want := range map[string]string{
+			"declined_count_1h": "count over 1h, 1m tiles, where not approved",
+			"last_5_merchants":  "last_k(merchant; k 5) over 7d, 1h tiles",
+			"amount_p90_7d":     "approx_percentile(amount; 0.5, 0.9) over 7d, 3h tiles",
+			"declined_share_1h": "= declined_count_1h / txn_count_1h (derived at read time)",
+		} {
+			if got := eval[string](b, `document.querySelector('#values tr[data-feature=`+feature+`] td[data-label=definition]').textContent`); got != want {
+				t.Errorf("definition of %s: %q, want %q", feature, got, want)
+			}
+		}
 		b.noConsoleErrors("entity under /tandem/ui/")
 	})
 	t.Run("entity/stale", func(t *testing.T) {

@@ -46,9 +46,14 @@ function currentKey() {
   return Object.fromEntries(parts.map((i) => [i.dataset.part, i.value]));
 }
 
+// definition describes a stored feature (op, field, its parameters, window,
+// tile, filter) or a derived one (its expression).
 function definition(f) {
   if (!f) return '';
-  return f.op + (f.field ? '(' + f.field + ')' : '') + ' over ' + f.window + ', ' + f.tile + ' tiles';
+  if (f.expr !== undefined) return '= ' + f.expr + ' (derived at read time)';
+  const param = f.k ? 'k ' + f.k : f.percentiles ? f.percentiles.join(', ') : f.buckets ? f.buckets + ' buckets' : '';
+  const args = [f.field, param].filter(Boolean).join('; ');
+  return f.op + (args ? '(' + args + ')' : '') + ' over ' + f.window + ', ' + f.tile + ' tiles' + (f.where ? ', where ' + f.where : '');
 }
 
 function syncURL(extra = {}) {
@@ -70,7 +75,7 @@ function syncURL(extra = {}) {
 // briefly, see app.css) until the next read. It returns the map of this
 // read.
 function renderValues(fs, res, prev) {
-  const defs = new Map((fs.features || []).map((f) => [f.name, f]));
+  const defs = new Map([...(fs.features || []), ...(fs.derived || [])].map((f) => [f.name, f]));
   const seen = new Map();
   let changes = 0;
   const rows = Object.entries(res.features || {}).map(([name, v]) => {
@@ -399,7 +404,7 @@ function series(features, reads) {
 }
 
 function renderChart(fs, chosen, reads) {
-  const defs = new Map((fs.features || []).map((f) => [f.name, f]));
+  const defs = new Map([...(fs.features || []), ...(fs.derived || [])].map((f) => [f.name, f]));
   const box = $('chart');
   if (state.chart) {
     state.chart.destroy();
