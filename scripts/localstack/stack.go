@@ -45,7 +45,7 @@ func (b *Backends) RunBatch(ctx context.Context, set *schemas.FeatureSet, events
 // launching lets one pipeline of this process start at a time: prism
 // (v2.77) stages a job's artifacts into one map without a lock, so two jobs
 // submitted at once can end the process with "concurrent map writes" (seen
-// once in 60 runs of this package's tests, when the demo started its
+// once in 63 runs of this package's tests, when the demo started its
 // streaming pipelines together). RunBatch holds it for the whole run,
 // StartStream until the pipeline runs.
 var launching sync.Mutex

@@ -680,16 +680,19 @@ func TestParseSource(t *testing.T) {
 	}
 }
 
-// fixed dates: AlignAsOf and ReadRange are arithmetic on the instant given; no clock.
+// TestReadRange checks AlignAsOf and ReadRange on a day of the clock's
+// (midnight 30 days ago, a boundary of every tile size).
 func TestReadRange(t *testing.T) {
 	set := testSet(t) // largest tile 3h, longest window 7d
-	at := time.Date(2026, 3, 8, 10, 30, 0, 0, time.UTC)
+	day := schemastest.DaysAgo(30)
+	at := day.Add(10*time.Hour + 30*time.Minute)
 	asOf := AlignAsOf(set, at)
-	if want := time.Date(2026, 3, 8, 9, 0, 0, 0, time.UTC); !asOf.Equal(want) {
+	if want := day.Add(9 * time.Hour); !asOf.Equal(want) {
 		t.Errorf("AlignAsOf(%v) = %v, want %v", at, asOf, want)
 	}
 	from, to := ReadRange(set, asOf)
-	if want := time.Date(2026, 3, 1, 6, 0, 0, 0, time.UTC); !from.Equal(want) || !to.Equal(asOf) {
+	// asOf − 7d − 3h, on a 3h boundary: 06:00 a week before.
+	if want := day.AddDate(0, 0, -7).Add(6 * time.Hour); !from.Equal(want) || !to.Equal(asOf) {
 		t.Errorf("ReadRange(%v) = [%v, %v), want [%v, %v)", asOf, from, to, want, asOf)
 	}
 	// Every feature's read at as_of or later needs only tiles from the range.
